@@ -1,0 +1,201 @@
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.utils.html import format_html, format_html_join
+
+from catalog.forms import ValidatedImageForm
+from catalog.models import Category, Merchant, Product, ProductImage, ReviewImage
+from catalog.selectors import merchants_for_user, products_for_user
+from catalog.services import review_image_label
+
+
+def thumbnail(image, size: int = 80) -> str:
+    if not image or not image.file:
+        return "—"
+    return format_html(
+        '<img src="{}" alt="" loading="lazy" style="max-width:{}px;max-height:{}px;border-radius:4px">',
+        image.file.url,
+        size,
+        size,
+    )
+
+
+class MerchantScopedAdmin(admin.ModelAdmin):
+    """Staff see and edit only their own merchant's rows; superusers see everything."""
+
+    merchant_path = "merchant"
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(**{f"{self.merchant_path}__staff": request.user})
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "merchant":
+            kwargs["queryset"] = merchants_for_user(user=request.user)
+        elif db_field.name == "product":
+            kwargs["queryset"] = products_for_user(user=request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "product_count", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    filter_horizontal = ["staff"]
+
+    def get_queryset(self, request):
+        return merchants_for_user(user=request.user).annotate(n_products=Count("products"))
+
+    @admin.display(description="products", ordering="n_products")
+    def product_count(self, obj):
+        return obj.n_products
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ["path", "parent", "product_count"]
+    list_select_related = ["parent", "parent__parent"]
+    search_fields = ["name"]
+    list_filter = [("parent", admin.RelatedOnlyFieldListFilter)]
+    prepopulated_fields = {"slug": ["name"]}
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_products=Count("products"))
+
+    @admin.display(description="products", ordering="n_products")
+    def product_count(self, obj):
+        return obj.n_products
+
+
+class ProductImageInline(admin.TabularInline):
+    model = ProductImage
+    form = ValidatedImageForm
+    extra = 1
+    fields = ["preview", "file", "position", "width", "height", "phash"]
+    readonly_fields = ["preview", "width", "height", "phash"]
+
+    @admin.display(description="image")
+    def preview(self, obj):
+        return thumbnail(obj)
+
+
+class ReviewImageInline(admin.TabularInline):
+    model = ReviewImage
+    form = ValidatedImageForm
+    extra = 0
+    fields = ["preview", "file", "status", "score", "staff_label", "uploaded_at"]
+    readonly_fields = ["preview", "status", "score", "staff_label", "uploaded_at"]
+    show_change_link = True
+    classes = ["collapse"]
+
+    @admin.display(description="photo")
+    def preview(self, obj):
+        return thumbnail(obj, 60)
+
+
+@admin.register(Product)
+class ProductAdmin(MerchantScopedAdmin):
+    list_display = ["preview", "title", "sku", "merchant", "category", "price", "currency", "stock", "is_active"]
+    list_display_links = ["preview", "title"]
+    list_editable = ["is_active"]
+    list_filter = ["is_active", ("merchant", admin.RelatedOnlyFieldListFilter), ("category", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["title", "sku", "description"]
+    list_select_related = ["merchant", "category"]
+    readonly_fields = ["created_at", "updated_at"]
+    autocomplete_fields = ["category"]
+    inlines = [ProductImageInline, ReviewImageInline]
+    actions = ["activate", "deactivate"]
+    fieldsets = [
+        (None, {"fields": ["merchant", "sku", "title", "description", "category"]}),
+        ("Offer", {"fields": ["price", "currency", "stock", "is_active"]}),
+        ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("images")
+
+    @admin.display(description="image")
+    def preview(self, obj):
+        images = list(obj.images.all())
+        return thumbnail(images[0] if images else None, 60)
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        own = merchants_for_user(user=request.user)
+        if not request.user.is_superuser and own.count() == 1:
+            initial.setdefault("merchant", own.first().pk)
+        return initial
+
+    @admin.action(description="Activate selected products")
+    def activate(self, request, queryset):
+        n = queryset.update(is_active=True)
+        self.message_user(request, f"{n} products activated.", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected products (hide from shoppers)")
+    def deactivate(self, request, queryset):
+        n = queryset.update(is_active=False)
+        self.message_user(request, f"{n} products deactivated.", messages.SUCCESS)
+
+
+@admin.register(ProductImage)
+class ProductImageAdmin(MerchantScopedAdmin):
+    merchant_path = "product__merchant"
+    form = ValidatedImageForm
+    list_display = ["preview", "product", "position", "width", "height", "phash", "created_at"]
+    list_select_related = ["product"]
+    search_fields = ["product__title", "product__sku", "sha256", "phash"]
+    list_filter = [("product__merchant", admin.RelatedOnlyFieldListFilter)]
+    autocomplete_fields = ["product"]
+    readonly_fields = ["preview_large", "width", "height", "sha256", "phash", "created_at"]
+
+    @admin.display(description="image")
+    def preview(self, obj):
+        return thumbnail(obj, 60)
+
+    @admin.display(description="preview")
+    def preview_large(self, obj):
+        return thumbnail(obj, 400)
+
+
+@admin.register(ReviewImage)
+class ReviewImageAdmin(MerchantScopedAdmin):
+    merchant_path = "product__merchant"
+    form = ValidatedImageForm
+    list_display = ["preview", "product", "status", "score", "staff_label", "labeled_by", "uploaded_at"]
+    list_select_related = ["product", "labeled_by"]
+    list_filter = ["status", "staff_label", ("product__merchant", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["product__title", "product__sku", "sha256"]
+    autocomplete_fields = ["product"]
+    date_hierarchy = "uploaded_at"
+    readonly_fields = ["preview_large", "product_images", "width", "height", "sha256", "phash", "score",
+                       "staff_label", "labeled_by", "labeled_at", "uploaded_at"]
+    actions = ["label_accepted", "label_rejected"]
+
+    @admin.display(description="photo")
+    def preview(self, obj):
+        return thumbnail(obj, 60)
+
+    @admin.display(description="photo")
+    def preview_large(self, obj):
+        return thumbnail(obj, 400)
+
+    @admin.display(description="the product's images")
+    def product_images(self, obj):
+        if not obj.pk:
+            return "—"
+        return format_html_join(" ", "{}", ((thumbnail(img, 200),) for img in obj.product.images.all()))
+
+    def _label(self, request, queryset, label):
+        for review in queryset.select_related("product"):
+            review_image_label(review=review, label=label, user=request.user)
+        self.message_user(request, f"{queryset.count()} photos labelled {label}.", messages.SUCCESS)
+
+    @admin.action(description="Label as accepted (staff decision)")
+    def label_accepted(self, request, queryset):
+        self._label(request, queryset, ReviewImage.Label.ACCEPTED)
+
+    @admin.action(description="Label as rejected (staff decision)")
+    def label_rejected(self, request, queryset):
+        self._label(request, queryset, ReviewImage.Label.REJECTED)

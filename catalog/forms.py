@@ -1,0 +1,19 @@
+from django import forms
+
+from catalog.images import ImageError, image_prepare
+
+
+class ValidatedImageForm(forms.ModelForm):
+    """Admin form for ProductImage/ReviewImage: every upload passes catalog.images.image_prepare."""
+
+    def clean_file(self):
+        upload = self.cleaned_data.get("file")
+        if upload is None or not hasattr(upload, "content_type"):
+            return upload  # unchanged existing file
+        try:
+            prepared = image_prepare(source=upload.read(), name=upload.name)
+        except ImageError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        for attr in ("width", "height", "sha256", "phash"):
+            setattr(self.instance, attr, getattr(prepared, attr))
+        return prepared.content

@@ -1,0 +1,702 @@
+"""The vector index layer: FAISS indexes keyed by image primary keys.
+
+An index is derived data (the database holds every vector), so this module only has to
+make it fast, safe to swap and impossible to load half-written:
+
+* ids are the images' primary keys (int64, IndexIDMap2 semantics): ``add`` replaces an
+  id that is already there, ``remove`` takes ids, ``search`` returns ids with -1 where
+  fewer than ``k`` vectors exist;
+* the metric is inner product on L2-normalised vectors, so a score is a cosine;
+* ``save`` writes a temp file in the target folder and ``os.replace``-s it, and the file
+  ends with a trailer (metadata + SHA-256) so that ``load`` refuses a truncated or
+  corrupted file with :class:`IndexCorrupt` instead of serving garbage;
+* the index family comes from an index_factory string chosen by catalog size
+  (:func:`choose_factory`); :class:`BinaryVectorIndex` is the Hamming variant.
+
+Not thread-safe for writes: a process that serves searches should load a new version
+into a new object and swap the reference (searches on one object may run concurrently;
+faiss releases the GIL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping, TypeVar
+
+import faiss
+import numpy as np
+
+__all__ = [
+    "FLAT_MAX",
+    "IVF_FLAT_MAX",
+    "BinaryVectorIndex",
+    "IndexCorrupt",
+    "NprobeTuning",
+    "VectorIndex",
+    "binarize",
+    "choose_binary_factory",
+    "choose_factory",
+    "group_by_product",
+    "load_index",
+    "recall_at_k",
+    "tune_nprobe",
+]
+
+# Exact search over 50k x 256 float32 (51 MB) costs a few ms per query on one core, inside
+# the search budget, and needs no training; above it IVF pays off.
+FLAT_MAX = 50_000
+# IVF-Flat keeps every vector uncompressed (4*d bytes each: 4 GB at 4M x 256). Above this
+# the index moves to PQ codes (64 bytes per vector) and accepts a lower recall.
+IVF_FLAT_MAX = 4_000_000
+# nlist = NLIST_PER_SQRT_N * sqrt(N). The 4..16 range is faiss's guideline; 4 keeps
+# single-thread k-means training at 1M under a few minutes and the coarse quantizer
+# cheap (4096 x 256 dot products per query), and benchmarks/faiss_bench.py measured
+# recall@10 >= 0.95 within 5 ms/query at 1M with it.
+NLIST_PER_SQRT_N = 4
+MAX_NLIST = 65_536
+# faiss warns below 39 training points per centroid; k-means quality stops improving
+# well before faiss's own cap of 256, which would mean 1M points to train 4096 lists.
+MIN_TRAIN_PER_LIST = 39
+TRAIN_PER_LIST = 64
+# An IVF index starts with nprobe = nlist / DEFAULT_NPROBE_DIVISOR until tuned.
+DEFAULT_NPROBE_DIVISOR = 64
+# float32 normalisation is accurate to ~1e-7; anything further off is a caller's bug
+# (an unnormalised or zero embedding), and would make scores stop being cosines.
+NORM_TOLERANCE = 1e-3
+
+_MAGIC = b"VSIDXv1\n"
+_TRAILER = struct.Struct("<Q32s8s")  # metadata length, sha256(payload + metadata), magic
+_FORMAT = 1
+_CHUNK = 8 << 20
+
+
+class IndexCorrupt(Exception):
+    """The index file is truncated, corrupted, or not an index file at all."""
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def _nlist(n: int) -> int:
+    """NLIST_PER_SQRT_N * sqrt(n), as a power of two, with enough training points."""
+    target = NLIST_PER_SQRT_N * math.sqrt(max(n, 1))
+    nlist = 1 << max(0, round(math.log2(target)))
+    while nlist > 1 and nlist * MIN_TRAIN_PER_LIST > n:
+        nlist //= 2
+    return min(nlist, MAX_NLIST)
+
+
+def choose_factory(n: int, d: int) -> str:
+    """An index_factory string for ``n`` vectors of dimension ``d`` (inner product).
+
+    * n < FLAT_MAX (50k): ``IDMap2,Flat``, exact;
+    * n < IVF_FLAT_MAX (4M): ``IVF{nlist},Flat``, nlist = 4*sqrt(n) as a power of two
+      (1M -> 4096), nprobe tuned with :func:`tune_nprobe`;
+    * larger: ``OPQ{m}_{d/2},IVF{nlist},PQ{m}``: an OPQ rotation that also halves the
+      dimension (the PCA step), then m-byte PQ codes; about m bytes per vector.
+    """
+    if n < 0 or d <= 0:
+        raise ValueError(f"n must be >= 0 and d > 0, got n={n}, d={d}")
+    if n < FLAT_MAX:
+        return "IDMap2,Flat"
+    nlist = _nlist(n)
+    if n < IVF_FLAT_MAX:
+        return f"IVF{nlist},Flat"
+    d_out = d // 2 if d >= 128 and d % 2 == 0 else d
+    m = next((m for m in (64, 32, 16, 8, 4) if d_out % m == 0 and d_out // m >= 2), None)
+    if m is None:  # an odd dimension: no OPQ/PQ split fits, stay uncompressed
+        return f"IVF{nlist},Flat"
+    return f"OPQ{m}_{d_out},IVF{nlist},PQ{m}"
+
+
+def choose_binary_factory(n: int, bits: int) -> str:
+    """``BFlat`` (a popcount scan: ~32 MB per query at 1M x 256 bits) up to 2M codes,
+    ``BIVF{nlist}`` above."""
+    if bits <= 0 or bits % 8:
+        raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
+    return "BFlat" if n < 2_000_000 else f"BIVF{_nlist(n)}"
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def _check_ids(ids: np.ndarray, n: int, *, unique: bool = True) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise ValueError(f"ids must have shape ({n},), got {ids.shape}")
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"ids must be integers, got {ids.dtype}")
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if n and ids.min() < 0:
+        raise ValueError("ids must be >= 0 (-1 means 'no result')")
+    if unique and np.unique(ids).shape[0] != n:
+        raise ValueError("ids must be unique within one call")
+    return ids
+
+
+def _check_float(x: np.ndarray, d: int | None, name: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise ValueError(f"{name} must be float32, got {x.dtype}")
+    if x.ndim != 2 or (d is not None and x.shape[1] != d):
+        raise ValueError(f"{name} must have shape (n, {d or 'd'}), got {x.shape}")
+    if x.size:
+        if not np.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        norms = np.einsum("ij,ij->i", x, x)
+        if np.abs(norms - 1.0).max() > 2 * NORM_TOLERANCE:
+            raise ValueError(f"{name} must be L2-normalised (inner product = cosine)")
+    return np.ascontiguousarray(x)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+
+
+# ------------------------------------------------------------------ file format (I/O)
+
+
+def _write_atomic(path: str | os.PathLike, write_payload: Callable, meta: dict) -> None:
+    """payload | metadata JSON | trailer, via temp file + fsync + os.replace.
+
+    The checksum covers payload and metadata, so any flipped byte and any truncation
+    (the trailer sits at the very end) is detected on load. One file rather than a JSON
+    sidecar: two files cannot be replaced together atomically, and a reader between the
+    two renames would pair a new index with old metadata.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            digest = hashlib.sha256()
+            size = 0
+
+            def sink(chunk: bytes) -> int:
+                nonlocal size
+                f.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                return len(chunk)
+
+            write_payload(faiss.PyCallbackIOWriter(sink))
+            blob = json.dumps({**meta, "payload_bytes": size}, sort_keys=True).encode()
+            digest.update(blob)
+            f.write(blob)
+            f.write(_TRAILER.pack(len(blob), digest.digest(), _MAGIC))
+            f.flush()
+            os.fsync(f.fileno())
+        # Derived data, not a secret; web processes may read it under another user.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:  # make the rename itself durable
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_verified(path: str | os.PathLike, read_payload: Callable) -> tuple[object, dict]:
+    """Check trailer and checksum, then deserialise from the same open file (a concurrent
+    save replaces the path, never this inode)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < _TRAILER.size:
+            raise IndexCorrupt(f"{path}: too short to be an index file ({size} bytes)")
+        f.seek(size - _TRAILER.size)
+        meta_len, checksum, magic = _TRAILER.unpack(f.read(_TRAILER.size))
+        if magic != _MAGIC:
+            raise IndexCorrupt(f"{path}: no index trailer (truncated or not an index)")
+        body = size - _TRAILER.size
+        if meta_len > body:
+            raise IndexCorrupt(f"{path}: metadata length out of range")
+        payload_len = body - meta_len
+        f.seek(0)
+        digest = hashlib.sha256()
+        remaining = body
+        while remaining:
+            chunk = f.read(min(_CHUNK, remaining))
+            if not chunk:
+                raise IndexCorrupt(f"{path}: file shrank while reading")
+            digest.update(chunk)
+            remaining -= len(chunk)
+        if digest.digest() != checksum:
+            raise IndexCorrupt(f"{path}: checksum mismatch")
+        f.seek(payload_len)
+        try:
+            meta = json.loads(f.read(meta_len))
+        except ValueError as exc:
+            raise IndexCorrupt(f"{path}: unreadable metadata") from exc
+        if meta.get("format") != _FORMAT or meta.get("payload_bytes") != payload_len:
+            raise IndexCorrupt(f"{path}: unknown format or payload size mismatch")
+        f.seek(0)
+        left = payload_len
+
+        def source(n: int) -> bytes:
+            nonlocal left
+            chunk = f.read(min(n, left))
+            left -= len(chunk)
+            return chunk
+
+        try:
+            index = read_payload(faiss.PyCallbackIOReader(source), meta)
+        except RuntimeError as exc:
+            raise IndexCorrupt(f"{path}: faiss could not read the payload: {exc}") from exc
+    return index, meta
+
+
+# ------------------------------------------------------------------------ shared base
+
+_T = TypeVar("_T", bound="_IndexBase")
+
+
+class _IndexBase:
+    """What float and binary indexes share: ids, IVF knobs, persistence."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, index, *, factory: str, version: str = "") -> None:
+        self._index = index
+        self.factory = factory
+        self.version = version
+
+    # -- subclass hooks
+    def _extract_ivf(self):
+        raise NotImplementedError
+
+    @staticmethod
+    def _write(index, writer) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _read(reader):
+        raise NotImplementedError
+
+    # -- properties
+    @property
+    def faiss_index(self):
+        """The wrapped faiss object (for benchmarks and inspection)."""
+        return self._index
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def is_ivf(self) -> bool:
+        return self._extract_ivf() is not None
+
+    @property
+    def nlist(self) -> int | None:
+        ivf = self._extract_ivf()
+        return None if ivf is None else int(ivf.nlist)
+
+    @property
+    def nprobe(self) -> int | None:
+        """Lists visited per query (None for non-IVF indexes); the speed/recall knob."""
+        ivf = self._extract_ivf()
+        return None if ivf is None else int(ivf.nprobe)
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        ivf = self._extract_ivf()
+        if ivf is None:
+            raise ValueError(f"nprobe only applies to IVF indexes, not {self.factory!r}")
+        if not 1 <= int(value) <= ivf.nlist:
+            raise ValueError(f"nprobe must be in [1, {ivf.nlist}], got {value}")
+        ivf.nprobe = int(value)
+
+    def _prepare_ivf(self, nprobe: int | None) -> None:
+        ivf = self._extract_ivf()
+        if ivf is None:
+            return
+        # A hash table id -> (list, offset) makes remove/replace touch only the affected
+        # lists instead of scanning all N codes.
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self.nprobe = nprobe or max(1, ivf.nlist // DEFAULT_NPROBE_DIVISOR)
+
+    def _train_sample(self, x: np.ndarray) -> np.ndarray:
+        ivf = self._extract_ivf()
+        cap = TRAIN_PER_LIST * ivf.nlist if ivf is not None else 256 * 256
+        if x.shape[0] <= cap:
+            return x
+        rows = np.random.default_rng(0).choice(x.shape[0], cap, replace=False)
+        return x[np.sort(rows)]
+
+    # -- mutations
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove these ids (unknown ids are ignored); returns how many were removed."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise ValueError(f"ids must be 1-D, got shape {ids.shape}")
+        ids = _check_ids(ids, ids.shape[0], unique=False)
+        if not ids.size or not self.ntotal:
+            return 0
+        return int(self._index.remove_ids(ids))
+
+    # -- persistence
+    def serialized_size(self) -> int:
+        """Bytes of the faiss payload (the index's footprint on disk, ~ in memory)."""
+        size = 0
+
+        def count(chunk: bytes) -> int:
+            nonlocal size
+            size += len(chunk)
+            return len(chunk)
+
+        self._write(self._index, faiss.PyCallbackIOWriter(count))
+        return size
+
+    def _meta(self) -> dict:
+        return {
+            "format": _FORMAT,
+            "kind": self.kind,
+            "version": self.version,
+            "dim": int(self._index.d),
+            "factory": self.factory,
+            "count": self.ntotal,
+            "nprobe": self.nprobe,
+            "faiss_version": faiss.__version__,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: readers see the old file or the new one, never a mix."""
+        _write_atomic(path, lambda writer: self._write(self._index, writer), self._meta())
+
+    @classmethod
+    def load(cls: type[_T], path: str | os.PathLike) -> _T:
+        """Load a file written by :meth:`save`; raises IndexCorrupt if it is damaged."""
+        obj = _load(path)
+        if not isinstance(obj, cls):
+            raise ValueError(f"{path} holds a {obj.kind!r} index, not {cls.kind!r}")
+        return obj
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(factory={self.factory!r}, version={self.version!r}, "
+            f"ntotal={self.ntotal}, nprobe={self.nprobe})"
+        )
+    def _remove_existing(self, ids: np.ndarray) -> int:
+        ivf = self._extract_ivf()
+        if ivf is not None and ivf.direct_map.type == faiss.DirectMap.Hashtable:
+            # The hash table only accepts an explicit id array (and looks each one up).
+            sel = faiss.IDSelectorArray(ids.size, faiss.swig_ptr(ids))
+        else:
+            # IDSelectorArray would be a linear scan per stored vector; Batch hashes them.
+            sel = faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))
+        return int(self._index.remove_ids(sel))
+
+
+class VectorIndex(_IndexBase):
+    """Float vectors, inner product, ids = image primary keys."""
+
+    kind = "float"
+
+    def _extract_ivf(self):
+        return faiss.try_extract_index_ivf(self._index)
+
+    @staticmethod
+    def _write(index, writer) -> None:
+        faiss.write_index(index, writer)
+
+    @staticmethod
+    def _read(reader):
+        return faiss.read_index(reader)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        factory: str | None = None,
+        nprobe: int | None = None,
+        version: str = "",
+    ) -> VectorIndex:
+        """Create (and train, for IVF/PQ) an index over ``vectors`` [n, d] float32,
+        L2-normalised, with ``ids`` [n] unique non-negative ints."""
+        vectors = _check_float(vectors, None, "vectors")
+        n, d = vectors.shape
+        ids = _check_ids(ids, n)
+        factory = factory or choose_factory(n, d)
+        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+        if faiss.try_extract_index_ivf(index) is None and not isinstance(
+            index, (faiss.IndexIDMap, faiss.IndexIDMap2)
+        ):
+            # Without the map, faiss ids would be insertion positions, not image pks.
+            index = faiss.IndexIDMap2(index)
+        obj = cls(index, factory=factory, version=version)
+        obj._prepare_ivf(nprobe)
+        if not index.is_trained:
+            if n == 0:
+                raise ValueError(f"{factory!r} needs training vectors")
+            index.train(obj._train_sample(vectors))
+        if n:
+            index.add_with_ids(vectors, ids)
+        return obj
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add vectors; an id already in the index gets its vector replaced."""
+        vectors = _check_float(vectors, self.dim, "vectors")
+        ids = _check_ids(ids, vectors.shape[0])
+        if not ids.size:
+            return
+        if self.ntotal:
+            self._remove_existing(ids)
+        self._index.add_with_ids(vectors, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` per query: (scores float32 [n, k], ids int64 [n, k]), best first.
+        Missing results (fewer than k vectors reachable) have id -1 and score -inf."""
+        _check_k(k)
+        queries = _check_float(queries, self.dim, "queries")
+        nq = queries.shape[0]
+        if nq == 0 or self.ntotal == 0:
+            return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+        scores, ids = self._index.search(queries, int(k))
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+
+def binarize(vectors: np.ndarray) -> np.ndarray:
+    """Sign bits of float vectors, 8 per byte: [n, d] float32 -> [n, d / 8] uint8."""
+    if not isinstance(vectors, np.ndarray) or vectors.dtype != np.float32:
+        raise ValueError("binarize takes a float32 numpy array")
+    if vectors.ndim != 2 or vectors.shape[1] % 8:
+        raise ValueError(f"vectors must be 2-D with d % 8 == 0, got {vectors.shape}")
+    return np.packbits(vectors > 0, axis=1)
+
+
+class BinaryVectorIndex(_IndexBase):
+    """Hamming search over sign bits; scores are similarities 1 - hamming / bits.
+
+    Inputs are either float32 [n, bits] (binarised by sign) or packed uint8
+    [n, bits / 8]. 32 bytes per 256-d vector instead of 1024; good at exact and
+    near-duplicate images (stolen photos, re-uploads), coarser for similar products.
+    """
+
+    kind = "binary"
+
+    def _extract_ivf(self):
+        return self._index if isinstance(self._index, faiss.IndexBinaryIVF) else None
+
+    @staticmethod
+    def _write(index, writer) -> None:
+        faiss.write_index_binary(index, writer)
+
+    @staticmethod
+    def _read(reader):
+        return faiss.read_index_binary(reader)
+
+    @property
+    def bits(self) -> int:
+        return int(self._index.d)
+
+    @staticmethod
+    def _codes(x: np.ndarray, bits: int | None, name: str) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D numpy array")
+        if x.dtype == np.uint8:
+            if bits is not None and x.shape[1] * 8 != bits:
+                raise ValueError(f"{name} must have shape (n, {bits // 8}), got {x.shape}")
+            return np.ascontiguousarray(x)
+        if x.dtype == np.float32:
+            if bits is not None and x.shape[1] != bits:
+                raise ValueError(f"{name} must have shape (n, {bits}), got {x.shape}")
+            if x.size and not np.isfinite(x).all():
+                raise ValueError(f"{name} contains NaN or inf")
+            return binarize(x)
+        raise ValueError(f"{name} must be float32 or packed uint8, got {x.dtype}")
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        factory: str | None = None,
+        nprobe: int | None = None,
+        version: str = "",
+    ) -> BinaryVectorIndex:
+        codes = cls._codes(vectors, None, "vectors")
+        n, bits = codes.shape[0], codes.shape[1] * 8
+        ids = _check_ids(ids, n)
+        factory = factory or choose_binary_factory(n, bits)
+        index = faiss.index_binary_factory(bits, factory)
+        if not isinstance(index, (faiss.IndexBinaryIVF, faiss.IndexBinaryIDMap)):
+            index = faiss.IndexBinaryIDMap2(index)
+        obj = cls(index, factory=factory, version=version)
+        obj._prepare_ivf(nprobe)
+        if not index.is_trained:
+            if n == 0:
+                raise ValueError(f"{factory!r} needs training vectors")
+            index.train(obj._train_sample(codes))
+        if n:
+            index.add_with_ids(codes, ids)
+        return obj
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add codes; an id already in the index gets its code replaced."""
+        codes = self._codes(vectors, self.bits, "vectors")
+        ids = _check_ids(ids, codes.shape[0])
+        if not ids.size:
+            return
+        if self.ntotal:
+            self._remove_existing(ids)
+        self._index.add_with_ids(codes, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` by Hamming distance: (similarity float32 [n, k], ids int64 [n, k]);
+        id -1 and score -inf where missing."""
+        _check_k(k)
+        codes = self._codes(queries, self.bits, "queries")
+        nq = codes.shape[0]
+        if nq == 0 or self.ntotal == 0:
+            return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+        dist, ids = self._index.search(codes, int(k))
+        scores = 1.0 - dist.astype(np.float32) / np.float32(self.bits)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+
+_KINDS: dict[str, type[_IndexBase]] = {"float": VectorIndex, "binary": BinaryVectorIndex}
+
+
+def _load(path: str | os.PathLike) -> _IndexBase:
+    def read(reader, meta: dict):
+        cls = _KINDS.get(meta.get("kind"))
+        if cls is None:
+            raise IndexCorrupt(f"{path}: unknown index kind {meta.get('kind')!r}")
+        return cls._read(reader)
+
+    index, meta = _read_verified(path, read)
+    if int(index.d) != meta["dim"] or int(index.ntotal) != meta["count"]:
+        raise IndexCorrupt(f"{path}: payload disagrees with its metadata")
+    obj = _KINDS[meta["kind"]](index, factory=meta["factory"], version=meta["version"])
+    if meta.get("nprobe") is not None:
+        obj.nprobe = meta["nprobe"]
+    return obj
+
+
+def load_index(path: str | os.PathLike) -> VectorIndex | BinaryVectorIndex:
+    """Load either kind; the file's trailer says which."""
+    return _load(path)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------- results and tuning
+
+
+def group_by_product(
+    scores: np.ndarray,
+    ids: np.ndarray,
+    image_to_product: Mapping[int, int] | Callable[[int], int | None],
+    k: int,
+) -> list[tuple[int, float, int]]:
+    """One query's image hits -> top ``k`` products as (product_id, score, image_id).
+
+    A product scores as its best image (several photos of one product must not push
+    other products out of the top k). Ordered by score, then product id for stable
+    output. Ids of -1 and images the mapping does not know (deleted since the index
+    was built) are skipped.
+    """
+    _check_k(k)
+    scores, ids = np.asarray(scores), np.asarray(ids)
+    if scores.ndim == 2 and scores.shape[0] == 1:
+        scores, ids = scores[0], ids[0]
+    if scores.ndim != 1 or scores.shape != ids.shape:
+        raise ValueError(f"one query's scores and ids, got {scores.shape} and {ids.shape}")
+    lookup = image_to_product.get if isinstance(image_to_product, Mapping) else image_to_product
+    best: dict[int, tuple[float, int]] = {}
+    for score, image_id in zip(scores.tolist(), ids.tolist()):
+        if image_id < 0:
+            continue
+        product_id = lookup(image_id)
+        if product_id is None:
+            continue
+        current = best.get(product_id)
+        if current is None or score > current[0] or (score == current[0] and image_id < current[1]):
+            best[product_id] = (score, image_id)
+    ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
+    return [(int(p), float(s), int(i)) for p, (s, i) in ranked[:k]]
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Mean fraction of each query's true top ``k`` present in its found top ``k``
+    (k-recall@k, stricter than "is the nearest one in the top k"). -1s are ignored."""
+    found, truth = np.asarray(found)[:, :k], np.asarray(truth)[:, :k]
+    if found.shape[0] != truth.shape[0]:
+        raise ValueError(f"{found.shape[0]} results for {truth.shape[0]} queries")
+    valid = truth >= 0
+    hits = ((truth[:, :, None] == found[:, None, :]).any(axis=2) & valid).sum(axis=1)
+    denom = valid.sum(axis=1)
+    keep = denom > 0
+    return float((hits[keep] / denom[keep]).mean()) if keep.any() else 1.0
+
+
+@dataclass(frozen=True)
+class NprobeTuning:
+    nprobe: int
+    recall: float
+    reached: bool  # False: even nprobe = nlist misses the target (e.g. PQ's ceiling)
+    tried: tuple[tuple[int, float], ...]  # (nprobe, recall), ascending nprobe
+
+
+def tune_nprobe(
+    index: VectorIndex | BinaryVectorIndex,
+    queries: np.ndarray,
+    ground_truth: np.ndarray,
+    target_recall: float = 0.95,
+    k: int = 10,
+) -> NprobeTuning:
+    """Smallest nprobe whose recall@k (see :func:`recall_at_k`) reaches the target.
+
+    Doubles nprobe until the target is met, then bisects; that assumes recall grows
+    with nprobe, which holds for IVF-Flat (more lists visited = superset of
+    candidates) and nearly so for PQ. Leaves ``index.nprobe`` set to the answer. Tune
+    on queries held out from the ones you report, or the recall is optimistic.
+    """
+    _check_k(k)
+    if not index.is_ivf:
+        raise ValueError(f"nprobe only applies to IVF indexes, not {index.factory!r}")
+    truth = np.asarray(ground_truth)
+    if truth.ndim != 2 or truth.shape[0] != queries.shape[0] or truth.shape[1] < k:
+        raise ValueError(f"ground_truth must be ({queries.shape[0]}, >= {k}), got {truth.shape}")
+    nlist = int(index.nlist)
+    measured: dict[int, float] = {}
+
+    def recall(nprobe: int) -> float:
+        if nprobe not in measured:
+            index.nprobe = nprobe
+            measured[nprobe] = recall_at_k(index.search(queries, k)[1], truth, k)
+        return measured[nprobe]
+
+    failing, passing = 0, 1
+    while recall(passing) < target_recall and passing < nlist:
+        failing, passing = passing, min(2 * passing, nlist)
+    reached = recall(passing) >= target_recall
+    if reached:
+        while passing - failing > 1:
+            mid = (failing + passing) // 2
+            if recall(mid) >= target_recall:
+                passing = mid
+            else:
+                failing = mid
+    else:  # unreachable: settle on the best recall seen, at the smallest nprobe
+        top = max(measured.values())
+        passing = min(p for p, r in measured.items() if r == top)
+    index.nprobe = passing
+    return NprobeTuning(passing, measured[passing], reached, tuple(sorted(measured.items())))

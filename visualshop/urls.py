@@ -1,0 +1,17 @@
+from django.conf import settings
+from django.conf.urls.static import static
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "VisualShop staff"
+admin.site.site_title = "VisualShop"
+admin.site.index_title = "Catalog, photos and search"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("search.urls")),
+    path("", include("catalog.urls")),
+]
+
+if settings.DEBUG:
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
