@@ -143,8 +143,6 @@ class Embedder(Protocol):
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    # A constant image has no signal left after centring: keep it a zero vector (cosine 0
-    # with everything) rather than dividing by zero.
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
@@ -179,6 +177,11 @@ class PixelEmbedder:
             return np.zeros((0, self.dim), np.float32)
         x = self.preprocess.batch(images).reshape(len(images), -1).numpy().astype(np.float64)
         x -= x.mean(axis=1, keepdims=True)
+        # A constant image centres to zero. Give it the all-ones direction instead: it is
+        # orthogonal to every centred vector (cosine 0 with any real image, 1 with another
+        # constant image) and keeps every row unit-norm, as the index requires.
+        flat = np.linalg.norm(x, axis=1) < 1e-9
+        x[flat] = 1.0
         out = _l2_normalise(x)
         assert out.shape == (len(images), self.dim)
         return out

@@ -106,6 +106,8 @@ def decode_image(
             raise ImageTooLarge("the image has too many pixels (decompression bomb?)") from exc
         raise NotAnImage("the file is not an image we can read (JPEG, PNG, WebP, GIF, BMP, TIFF)") from exc
     except Exception as exc:  # PIL raises many types on hostile headers
+        if "truncated" in str(exc).lower():
+            raise TruncatedImage("the image file is truncated or damaged") from exc
         raise NotAnImage(f"the file is not a valid image ({exc.__class__.__name__})") from exc
     if fmt not in ALLOWED_FORMATS:
         raise NotAnImage(f"image format {fmt} is not accepted")

@@ -34,20 +34,10 @@ import faiss
 import numpy as np
 
 __all__ = [
-    "FLAT_MAX",
-    "IVF_FLAT_MAX",
-    "BinaryVectorIndex",
-    "IndexCorrupt",
-    "NprobeTuning",
-    "VectorIndex",
-    "binarize",
-    "choose_binary_factory",
-    "choose_factory",
-    "group_by_product",
-    "load_index",
-    "recall_at_k",
-    "tune_nprobe",
-]
+    "FLAT_MAX", "IVF_FLAT_MAX", "BinaryVectorIndex", "IndexCorrupt", "NprobeTuning",
+    "VectorIndex", "binarize", "choose_binary_factory", "choose_factory",
+    "group_by_product", "load_index", "recall_at_k", "tune_nprobe",
+]  # fmt: skip
 
 # Exact search over 50k x 256 float32 (51 MB) costs a few ms per query on one core, inside
 # the search budget, and needs no training; above it IVF pays off.
@@ -257,38 +247,44 @@ def _read_verified(path: str | os.PathLike, read_payload: Callable) -> tuple[obj
     return index, meta
 
 
-# ------------------------------------------------------------------------ shared base
+# ------------------------------------------------------------------------- the indexes
 
 _T = TypeVar("_T", bound="_IndexBase")
 
 
 class _IndexBase:
-    """What float and binary indexes share: ids, IVF knobs, persistence."""
+    """Ids, IVF knobs, add/remove/search and persistence, shared by both kinds."""
 
     kind: ClassVar[str]
 
     def __init__(self, index, *, factory: str, version: str = "") -> None:
-        self._index = index
+        self._index = index  # the faiss object; ``faiss_index`` exposes it to benchmarks
         self.factory = factory
         self.version = version
 
-    # -- subclass hooks
-    def _extract_ivf(self):
-        raise NotImplementedError
+    # Subclass hooks: how inputs become faiss rows, how an index is made, scored,
+    # found to be IVF, written and read.
+    _write: ClassVar[Callable]
+    _read: ClassVar[Callable]
 
-    @staticmethod
-    def _write(index, writer) -> None:
-        raise NotImplementedError
+    @classmethod
+    def _encode(cls, x: np.ndarray, dim: int | None, name: str) -> np.ndarray: ...
 
-    @staticmethod
-    def _read(reader):
-        raise NotImplementedError
+    @classmethod
+    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[object, str]: ...
 
-    # -- properties
+    def _scores(self, distances: np.ndarray) -> np.ndarray: ...
+
+    def _extract_ivf(self): ...
+
     @property
     def faiss_index(self):
-        """The wrapped faiss object (for benchmarks and inspection)."""
         return self._index
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension (bits, for the binary index)."""
+        return int(self._index.d)
 
     @property
     def ntotal(self) -> int:
@@ -305,7 +301,7 @@ class _IndexBase:
 
     @property
     def nprobe(self) -> int | None:
-        """Lists visited per query (None for non-IVF indexes); the speed/recall knob."""
+        """Lists visited per query (None unless IVF): the speed/recall knob."""
         ivf = self._extract_ivf()
         return None if ivf is None else int(ivf.nprobe)
 
@@ -318,37 +314,80 @@ class _IndexBase:
             raise ValueError(f"nprobe must be in [1, {ivf.nlist}], got {value}")
         ivf.nprobe = int(value)
 
-    def _prepare_ivf(self, nprobe: int | None) -> None:
-        ivf = self._extract_ivf()
-        if ivf is None:
-            return
-        # A hash table id -> (list, offset) makes remove/replace touch only the affected
-        # lists instead of scanning all N codes.
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-        self.nprobe = nprobe or max(1, ivf.nlist // DEFAULT_NPROBE_DIVISOR)
+    @classmethod
+    def build(
+        cls: type[_T],
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        factory: str | None = None,
+        nprobe: int | None = None,
+        version: str = "",
+    ) -> _T:
+        """A new index over ``vectors`` with ``ids`` (unique, >= 0), trained if the
+        factory needs it; ``factory`` defaults to the size-based choice."""
+        rows = cls._encode(vectors, None, "vectors")
+        ids = _check_ids(ids, rows.shape[0])
+        index, factory = cls._make(rows, factory)
+        obj = cls(index, factory=factory, version=version)
+        ivf = obj._extract_ivf()
+        if ivf is not None:
+            # id -> (list, offset) hash table: remove/replace touch only the lists
+            # holding those ids instead of scanning all N codes.
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            obj.nprobe = nprobe or max(1, ivf.nlist // DEFAULT_NPROBE_DIVISOR)
+        if not index.is_trained:
+            if rows.shape[0] == 0:
+                raise ValueError(f"{factory!r} needs training vectors")
+            cap = TRAIN_PER_LIST * ivf.nlist if ivf is not None else 65_536
+            sample = rows
+            if rows.shape[0] > cap:
+                sample = rows[np.sort(np.random.default_rng(0).choice(len(rows), cap, False))]
+            index.train(sample)
+        if rows.shape[0]:
+            index.add_with_ids(rows, ids)
+        return obj
 
-    def _train_sample(self, x: np.ndarray) -> np.ndarray:
-        ivf = self._extract_ivf()
-        cap = TRAIN_PER_LIST * ivf.nlist if ivf is not None else 256 * 256
-        if x.shape[0] <= cap:
-            return x
-        rows = np.random.default_rng(0).choice(x.shape[0], cap, replace=False)
-        return x[np.sort(rows)]
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add vectors; an id already in the index gets its vector replaced."""
+        rows = self._encode(vectors, self.dim, "vectors")
+        ids = _check_ids(ids, rows.shape[0])
+        if ids.size:
+            if self.ntotal:
+                self._remove(ids)
+            self._index.add_with_ids(rows, ids)
 
-    # -- mutations
     def remove(self, ids: np.ndarray) -> int:
-        """Remove these ids (unknown ids are ignored); returns how many were removed."""
+        """Remove these ids (unknown ones are ignored); returns how many went."""
         ids = np.asarray(ids)
-        if ids.ndim != 1:
-            raise ValueError(f"ids must be 1-D, got shape {ids.shape}")
-        ids = _check_ids(ids, ids.shape[0], unique=False)
-        if not ids.size or not self.ntotal:
-            return 0
-        return int(self._index.remove_ids(ids))
+        ids = _check_ids(ids, ids.shape[0] if ids.ndim == 1 else -1, unique=False)
+        return self._remove(ids) if ids.size and self.ntotal else 0
 
-    # -- persistence
+    def _remove(self, ids: np.ndarray) -> int:
+        ivf = self._extract_ivf()
+        if ivf is not None and ivf.direct_map.type == faiss.DirectMap.Hashtable:
+            sel = faiss.IDSelectorArray(ids.size, faiss.swig_ptr(ids))  # hash lookups
+        else:  # an IDSelectorArray here would be scanned once per stored vector
+            sel = faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))
+        try:
+            return int(self._index.remove_ids(sel))
+        except RuntimeError as exc:  # e.g. HNSW, IndexRefine: no removal in faiss
+            raise NotImplementedError(f"{self.factory!r} cannot remove ids") from exc
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` per query, best first: (scores float32 [n, k], ids int64 [n, k]).
+        Where fewer than k vectors are reachable, id is -1 and score -inf."""
+        _check_k(k)
+        rows = self._encode(queries, self.dim, "queries")
+        nq = rows.shape[0]
+        if nq == 0 or self.ntotal == 0:
+            return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
+        distances, ids = self._index.search(rows, int(k))
+        scores = self._scores(distances)
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
     def serialized_size(self) -> int:
-        """Bytes of the faiss payload (the index's footprint on disk, ~ in memory)."""
+        """Bytes of the faiss payload: the index's size on disk (and about in RAM)."""
         size = 0
 
         def count(chunk: bytes) -> int:
@@ -356,29 +395,22 @@ class _IndexBase:
             size += len(chunk)
             return len(chunk)
 
-        self._write(self._index, faiss.PyCallbackIOWriter(count))
+        type(self)._write(self._index, faiss.PyCallbackIOWriter(count))
         return size
-
-    def _meta(self) -> dict:
-        return {
-            "format": _FORMAT,
-            "kind": self.kind,
-            "version": self.version,
-            "dim": int(self._index.d),
-            "factory": self.factory,
-            "count": self.ntotal,
-            "nprobe": self.nprobe,
-            "faiss_version": faiss.__version__,
-        }
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: readers see the old file or the new one, never a mix."""
-        _write_atomic(path, lambda writer: self._write(self._index, writer), self._meta())
+        meta = {
+            "format": _FORMAT, "kind": self.kind, "version": self.version,
+            "dim": self.dim, "factory": self.factory, "count": self.ntotal,
+            "nprobe": self.nprobe, "faiss_version": faiss.__version__,
+        }  # fmt: skip
+        _write_atomic(path, lambda writer: type(self)._write(self._index, writer), meta)
 
     @classmethod
     def load(cls: type[_T], path: str | os.PathLike) -> _T:
-        """Load a file written by :meth:`save`; raises IndexCorrupt if it is damaged."""
-        obj = _load(path)
+        """Load a file written by :meth:`save`; IndexCorrupt if it is damaged."""
+        obj = load_index(path)
         if not isinstance(obj, cls):
             raise ValueError(f"{path} holds a {obj.kind!r} index, not {cls.kind!r}")
         return obj
@@ -388,89 +420,35 @@ class _IndexBase:
             f"{type(self).__name__}(factory={self.factory!r}, version={self.version!r}, "
             f"ntotal={self.ntotal}, nprobe={self.nprobe})"
         )
-    def _remove_existing(self, ids: np.ndarray) -> int:
-        ivf = self._extract_ivf()
-        if ivf is not None and ivf.direct_map.type == faiss.DirectMap.Hashtable:
-            # The hash table only accepts an explicit id array (and looks each one up).
-            sel = faiss.IDSelectorArray(ids.size, faiss.swig_ptr(ids))
-        else:
-            # IDSelectorArray would be a linear scan per stored vector; Batch hashes them.
-            sel = faiss.IDSelectorBatch(ids.size, faiss.swig_ptr(ids))
-        return int(self._index.remove_ids(sel))
 
 
 class VectorIndex(_IndexBase):
-    """Float vectors, inner product, ids = image primary keys."""
+    """Float32 L2-normalised vectors, inner product (= cosine) scores."""
 
     kind = "float"
+    _write = staticmethod(faiss.write_index)
+    _read = staticmethod(faiss.read_index)
+
+    @classmethod
+    def _encode(cls, x: np.ndarray, dim: int | None, name: str) -> np.ndarray:
+        return _check_float(x, dim, name)
+
+    @classmethod
+    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[object, str]:
+        n, dim = rows.shape
+        factory = factory or choose_factory(n, dim)
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        if faiss.try_extract_index_ivf(index) is None and not isinstance(
+            index, faiss.IndexIDMap
+        ):  # without the map, faiss ids would be insertion positions, not image pks
+            index = faiss.IndexIDMap2(index)
+        return index, factory
+
+    def _scores(self, distances: np.ndarray) -> np.ndarray:
+        return distances
 
     def _extract_ivf(self):
         return faiss.try_extract_index_ivf(self._index)
-
-    @staticmethod
-    def _write(index, writer) -> None:
-        faiss.write_index(index, writer)
-
-    @staticmethod
-    def _read(reader):
-        return faiss.read_index(reader)
-
-    @property
-    def dim(self) -> int:
-        return int(self._index.d)
-
-    @classmethod
-    def build(
-        cls,
-        vectors: np.ndarray,
-        ids: np.ndarray,
-        factory: str | None = None,
-        nprobe: int | None = None,
-        version: str = "",
-    ) -> VectorIndex:
-        """Create (and train, for IVF/PQ) an index over ``vectors`` [n, d] float32,
-        L2-normalised, with ``ids`` [n] unique non-negative ints."""
-        vectors = _check_float(vectors, None, "vectors")
-        n, d = vectors.shape
-        ids = _check_ids(ids, n)
-        factory = factory or choose_factory(n, d)
-        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-        if faiss.try_extract_index_ivf(index) is None and not isinstance(
-            index, (faiss.IndexIDMap, faiss.IndexIDMap2)
-        ):
-            # Without the map, faiss ids would be insertion positions, not image pks.
-            index = faiss.IndexIDMap2(index)
-        obj = cls(index, factory=factory, version=version)
-        obj._prepare_ivf(nprobe)
-        if not index.is_trained:
-            if n == 0:
-                raise ValueError(f"{factory!r} needs training vectors")
-            index.train(obj._train_sample(vectors))
-        if n:
-            index.add_with_ids(vectors, ids)
-        return obj
-
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Add vectors; an id already in the index gets its vector replaced."""
-        vectors = _check_float(vectors, self.dim, "vectors")
-        ids = _check_ids(ids, vectors.shape[0])
-        if not ids.size:
-            return
-        if self.ntotal:
-            self._remove_existing(ids)
-        self._index.add_with_ids(vectors, ids)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` per query: (scores float32 [n, k], ids int64 [n, k]), best first.
-        Missing results (fewer than k vectors reachable) have id -1 and score -inf."""
-        _check_k(k)
-        queries = _check_float(queries, self.dim, "queries")
-        nq = queries.shape[0]
-        if nq == 0 or self.ntotal == 0:
-            return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
-        scores, ids = self._index.search(queries, int(k))
-        scores[ids < 0] = -np.inf
-        return scores, ids
 
 
 def binarize(vectors: np.ndarray) -> np.ndarray:
@@ -483,118 +461,61 @@ def binarize(vectors: np.ndarray) -> np.ndarray:
 
 
 class BinaryVectorIndex(_IndexBase):
-    """Hamming search over sign bits; scores are similarities 1 - hamming / bits.
+    """Hamming search over sign bits; score = 1 - hamming / bits.
 
-    Inputs are either float32 [n, bits] (binarised by sign) or packed uint8
-    [n, bits / 8]. 32 bytes per 256-d vector instead of 1024; good at exact and
-    near-duplicate images (stolen photos, re-uploads), coarser for similar products.
+    Takes float32 [n, bits] (binarised by sign) or packed uint8 [n, bits / 8]; ``dim``
+    is in bits. 32 bytes per 256-d vector instead of 1024: good for exact and
+    near-duplicate images (stolen photos, re-uploads), coarse for similar products.
     """
 
     kind = "binary"
-
-    def _extract_ivf(self):
-        return self._index if isinstance(self._index, faiss.IndexBinaryIVF) else None
-
-    @staticmethod
-    def _write(index, writer) -> None:
-        faiss.write_index_binary(index, writer)
-
-    @staticmethod
-    def _read(reader):
-        return faiss.read_index_binary(reader)
-
-    @property
-    def bits(self) -> int:
-        return int(self._index.d)
-
-    @staticmethod
-    def _codes(x: np.ndarray, bits: int | None, name: str) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D numpy array")
-        if x.dtype == np.uint8:
-            if bits is not None and x.shape[1] * 8 != bits:
-                raise ValueError(f"{name} must have shape (n, {bits // 8}), got {x.shape}")
-            return np.ascontiguousarray(x)
-        if x.dtype == np.float32:
-            if bits is not None and x.shape[1] != bits:
-                raise ValueError(f"{name} must have shape (n, {bits}), got {x.shape}")
-            if x.size and not np.isfinite(x).all():
-                raise ValueError(f"{name} contains NaN or inf")
-            return binarize(x)
-        raise ValueError(f"{name} must be float32 or packed uint8, got {x.dtype}")
+    _write = staticmethod(faiss.write_index_binary)
+    _read = staticmethod(faiss.read_index_binary)
 
     @classmethod
-    def build(
-        cls,
-        vectors: np.ndarray,
-        ids: np.ndarray,
-        factory: str | None = None,
-        nprobe: int | None = None,
-        version: str = "",
-    ) -> BinaryVectorIndex:
-        codes = cls._codes(vectors, None, "vectors")
-        n, bits = codes.shape[0], codes.shape[1] * 8
-        ids = _check_ids(ids, n)
+    def _encode(cls, x: np.ndarray, dim: int | None, name: str) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D numpy array")
+        if x.dtype == np.float32:
+            if (dim is not None and x.shape[1] != dim) or not np.isfinite(x).all():
+                raise ValueError(f"{name} must be finite with shape (n, {dim}), got {x.shape}")
+            return binarize(x)
+        if x.dtype == np.uint8 and (dim is None or x.shape[1] * 8 == dim):
+            return np.ascontiguousarray(x)
+        raise ValueError(f"{name} must be float32 (n, bits) or packed uint8 (n, bits/8)")
+
+    @classmethod
+    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[object, str]:
+        n, bits = rows.shape[0], rows.shape[1] * 8
         factory = factory or choose_binary_factory(n, bits)
         index = faiss.index_binary_factory(bits, factory)
         if not isinstance(index, (faiss.IndexBinaryIVF, faiss.IndexBinaryIDMap)):
             index = faiss.IndexBinaryIDMap2(index)
-        obj = cls(index, factory=factory, version=version)
-        obj._prepare_ivf(nprobe)
-        if not index.is_trained:
-            if n == 0:
-                raise ValueError(f"{factory!r} needs training vectors")
-            index.train(obj._train_sample(codes))
-        if n:
-            index.add_with_ids(codes, ids)
-        return obj
+        return index, factory
 
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        """Add codes; an id already in the index gets its code replaced."""
-        codes = self._codes(vectors, self.bits, "vectors")
-        ids = _check_ids(ids, codes.shape[0])
-        if not ids.size:
-            return
-        if self.ntotal:
-            self._remove_existing(ids)
-        self._index.add_with_ids(codes, ids)
+    def _scores(self, distances: np.ndarray) -> np.ndarray:
+        return 1.0 - distances.astype(np.float32) / np.float32(self.dim)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` by Hamming distance: (similarity float32 [n, k], ids int64 [n, k]);
-        id -1 and score -inf where missing."""
-        _check_k(k)
-        codes = self._codes(queries, self.bits, "queries")
-        nq = codes.shape[0]
-        if nq == 0 or self.ntotal == 0:
-            return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
-        dist, ids = self._index.search(codes, int(k))
-        scores = 1.0 - dist.astype(np.float32) / np.float32(self.bits)
-        scores[ids < 0] = -np.inf
-        return scores, ids
+    def _extract_ivf(self):
+        return self._index if isinstance(self._index, faiss.IndexBinaryIVF) else None
 
 
-_KINDS: dict[str, type[_IndexBase]] = {"float": VectorIndex, "binary": BinaryVectorIndex}
+def load_index(path: str | os.PathLike) -> VectorIndex | BinaryVectorIndex:
+    """Load either kind (the file's trailer says which); IndexCorrupt if damaged."""
+    kinds: dict[str, type[_IndexBase]] = {"float": VectorIndex, "binary": BinaryVectorIndex}
 
-
-def _load(path: str | os.PathLike) -> _IndexBase:
     def read(reader, meta: dict):
-        cls = _KINDS.get(meta.get("kind"))
-        if cls is None:
+        if meta.get("kind") not in kinds:
             raise IndexCorrupt(f"{path}: unknown index kind {meta.get('kind')!r}")
-        return cls._read(reader)
+        return kinds[meta["kind"]]._read(reader)
 
     index, meta = _read_verified(path, read)
     if int(index.d) != meta["dim"] or int(index.ntotal) != meta["count"]:
         raise IndexCorrupt(f"{path}: payload disagrees with its metadata")
-    obj = _KINDS[meta["kind"]](index, factory=meta["factory"], version=meta["version"])
+    obj = kinds[meta["kind"]](index, factory=meta["factory"], version=meta["version"])
     if meta.get("nprobe") is not None:
         obj.nprobe = meta["nprobe"]
-    return obj
-
-
-def load_index(path: str | os.PathLike) -> VectorIndex | BinaryVectorIndex:
-    """Load either kind; the file's trailer says which."""
-    return _load(path)  # type: ignore[return-value]
+    return obj  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------- results and tuning

@@ -1,0 +1,290 @@
+"""The search pipeline: decode -> detect -> choose box -> crop -> embed -> search -> group
+-> rerank, built from stage objects with one typed config (PP-ShiTu's predict_system,
+without its prints, exits and pickled id maps).
+
+Every caller goes through :meth:`SearchPipeline.run`: the search API, the upload page and
+the offline evaluation (vision.evaluate), so the numbers the evaluation reports are the
+numbers of the code that serves.
+
+Coordinates: boxes in a :class:`SearchResult` and a caller-given ``box`` are in pixels of
+the image as uploaded (after EXIF orientation, before the downscale to ``max_side``), so a
+client can draw them on its own copy and send one back to search again with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from vision.detect import Box, BoxChoice, choose_box, detect_with_whole_image, make_detector, validate_box
+from vision.embed import Embedder
+from vision.imageio import ImageInfo, decode_image, downscale, to_rgb
+from vision.index import group_by_product
+
+WHOLE_IMAGE_LABEL = "image"
+USER_LABEL = "user"
+
+
+class Hit(NamedTuple):
+    product_id: int
+    score: float
+    image_id: int
+
+
+Reranker = Callable[[list[Hit]], list[Hit]]
+
+
+def identity_rerank(hits: list[Hit]) -> list[Hit]:
+    return hits
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that changes what a search returns, in one place.
+
+    ``crop_*``: when the chosen detector box is used instead of the whole image. The
+    defaults were chosen on the Grocery Store *review* photos (never its queries), see
+    benchmarks/quality_bench.py and the report in vision/README or the PR: on close-up
+    product photos a crop only helps when the detector is sure and the box still holds
+    most of the object, so small or doubtful boxes fall back to the whole image.
+    """
+
+    max_side: int = 1024
+    detector: str = "nanodet"
+    box_choice: BoxChoice = field(default_factory=BoxChoice)
+    crop_min_score: float = 0.5  # detector confidence below this: embed the whole image
+    crop_min_area: float = 0.15  # box smaller than this fraction of the image: whole image
+    crop_pad: float = 0.1  # context added around a crop, as a fraction of the box side
+    top_n: int = 100  # image hits taken from the index before grouping by product
+    k: int = 10  # products returned
+
+    def __post_init__(self) -> None:
+        if self.max_side < 32:
+            raise ValueError("max_side must be >= 32")
+        if not (0 <= self.crop_min_area <= 1 and self.crop_pad >= 0):
+            raise ValueError("crop_min_area must be in [0, 1] and crop_pad >= 0")
+        if self.top_n < 1 or self.k < 1:
+            raise ValueError("top_n and k must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
+        data = dict(data)
+        if isinstance(data.get("box_choice"), Mapping):
+            data["box_choice"] = BoxChoice(**data["box_choice"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    boxes: list[Box]  # candidates (whole image included), uploaded-image pixels
+    chosen: int  # index into boxes of the box that was embedded
+    hits: list[Hit]  # best first, at most k
+    timings_ms: dict[str, float]  # decode, detect, embed, search, rerank, total
+    image_size: tuple[int, int]  # uploaded image (width, height)
+    embedding: np.ndarray  # [dim] float32, the query vector (for logs and same-item checks)
+
+    @property
+    def box(self) -> Box:
+        return self.boxes[self.chosen]
+
+
+def crop(image: Image.Image, box: Box | Sequence[float], pad_frac: float = 0.0) -> Image.Image:
+    """The box plus ``pad_frac`` of its width/height on each side, clipped to the image.
+
+    The whole-image candidate returns ``image`` itself (no copy)."""
+    if isinstance(box, Box):
+        if box.label == WHOLE_IMAGE_LABEL:
+            return image
+        x1, y1, x2, y2 = box.x1, box.y1, box.x2, box.y2
+    else:
+        x1, y1, x2, y2 = box[:4]
+    w, h = image.size
+    px, py = (x2 - x1) * pad_frac, (y2 - y1) * pad_frac
+    left, top = max(0, int(round(x1 - px))), max(0, int(round(y1 - py)))
+    right, bottom = min(w, int(round(x2 + px))), min(h, int(round(y2 + py)))
+    right, bottom = max(right, min(w, left + 1)), max(bottom, min(h, top + 1))
+    if (left, top, right, bottom) == (0, 0, w, h):
+        return image
+    return image.crop((left, top, right, bottom))
+
+
+class SearchPipeline:
+    """detector + embedder + index (+ reranker) under one :class:`SearchConfig`.
+
+    Stateless per call and safe to share between threads as long as the stages are
+    (torch modules in eval mode and faiss searches are). Build one per process.
+    """
+
+    def __init__(
+        self,
+        detector: Any,
+        embedder: Embedder,
+        index: Any,
+        image_to_product: Mapping[int, int] | Callable[[int], int | None],
+        config: SearchConfig | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        index_version = getattr(index, "version", "")
+        if index_version and index_version != embedder.version:
+            # Vectors of two embedder versions are not comparable: refuse, don't degrade.
+            raise ValueError(f"index holds {index_version!r} vectors, embedder is {embedder.version!r}")
+        index_dim = getattr(index, "dim", embedder.dim)
+        if index_dim != embedder.dim:
+            raise ValueError(f"index dimension {index_dim} != embedder dimension {embedder.dim}")
+        self.detector = detector
+        self.embedder = embedder
+        self.index = index
+        self.image_to_product = image_to_product
+        self.config = config or SearchConfig()
+        self.reranker: Reranker = reranker or identity_rerank
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SearchConfig,
+        *,
+        embedder: Embedder,
+        index: Any,
+        image_to_product: Mapping[int, int] | Callable[[int], int | None],
+        reranker: Reranker | None = None,
+    ) -> SearchPipeline:
+        return cls(make_detector(config.detector), embedder, index, image_to_product, config, reranker)
+
+    # ------------------------------------------------------------------ stages
+
+    def load(self, source: bytes | BinaryIO | Image.Image) -> tuple[Image.Image, ImageInfo]:
+        """Decode (validated, EXIF-oriented, RGB) and downscale to ``max_side``."""
+        if isinstance(source, Image.Image):
+            rgb = to_rgb(source)
+            return downscale(rgb, self.config.max_side), ImageInfo("PIL", rgb.width, rgb.height)
+        if isinstance(source, (bytearray, memoryview)):
+            source = bytes(source)
+        return decode_image(source, max_side=self.config.max_side)
+
+    def candidates(self, image: Image.Image) -> tuple[list[Box], int]:
+        """Detector boxes plus the whole-image candidate, and the index of the one to embed."""
+        w, h = image.size
+        boxes = detect_with_whole_image(self.detector, image) if self.detector is not None else []
+        if not any(b.label == WHOLE_IMAGE_LABEL for b in boxes):
+            boxes = [Box(0.0, 0.0, float(w), float(h), 1.0, WHOLE_IMAGE_LABEL), *boxes]
+        return boxes, self.select(boxes, w, h)
+
+    def select(self, boxes: Sequence[Box], width: int, height: int) -> int:
+        """choose_box's pick, unless it is a detection too doubtful or too small to crop to.
+
+        Close-up shopper photos are mostly one product filling the frame; a wrong or
+        partial box (the label, a hand, the shelf edge) costs more than the background
+        the whole image brings, so the crop must earn its place.
+        """
+        whole = next(i for i, b in enumerate(boxes) if b.label == WHOLE_IMAGE_LABEL)
+        if len(boxes) == 1:
+            return whole
+        i = choose_box(list(boxes), width, height, self.config.box_choice)
+        b = boxes[i]
+        if b.label == WHOLE_IMAGE_LABEL:
+            return i
+        area = max(0.0, b.x2 - b.x1) * max(0.0, b.y2 - b.y1) / float(width * height)
+        if b.score < self.config.crop_min_score or area < self.config.crop_min_area:
+            return whole
+        return i
+
+    def search_vector(self, vector: np.ndarray, k: int) -> list[Hit]:
+        assert vector.shape == (1, self.embedder.dim), vector.shape
+        top_n = max(self.config.top_n, k)
+        scores, ids = self.index.search(vector, top_n)
+        return [Hit(*h) for h in group_by_product(scores, ids, self.image_to_product, k)]
+
+    # ------------------------------------------------------------------ the whole run
+
+    def run(
+        self,
+        image: bytes | BinaryIO | Image.Image,
+        box: Sequence[float] | None = None,
+        k: int | None = None,
+        reranker: Reranker | None = None,
+    ) -> SearchResult:
+        """One search. ``box`` (x1, y1, x2, y2 in uploaded-image pixels) skips detection and
+        is used as given; ``reranker`` overrides the pipeline's one for this call (the
+        shopper's personalised ranking). Raises vision.imageio.ImageError on a bad upload
+        and ValueError on a bad box."""
+        k = k or self.config.k
+        t0 = time.perf_counter()
+        img, info = self.load(image)
+        # Exact ratio per axis: downscale() rounds each side separately.
+        sx, sy = img.width / info.width, img.height / info.height
+        t1 = time.perf_counter()
+
+        if box is not None:
+            x1, y1, x2, y2 = _box_tuple(validate_box(tuple(box), info.width, info.height))
+            boxes = [Box(x1 * sx, y1 * sy, x2 * sx, y2 * sy, 1.0, USER_LABEL)]
+            chosen = 0
+        else:
+            boxes, chosen = self.candidates(img)
+        t2 = time.perf_counter()
+
+        region = crop(img, boxes[chosen], 0.0 if box is not None else self.config.crop_pad)
+        vector = self.embedder.embed([region])
+        t3 = time.perf_counter()
+
+        hits = self.search_vector(vector, k)
+        t4 = time.perf_counter()
+        hits = list((reranker or self.reranker)(hits))[:k]
+        t5 = time.perf_counter()
+
+        ms = lambda a, b: (b - a) * 1000.0  # noqa: E731
+        timings = {
+            "decode": ms(t0, t1),
+            "detect": ms(t1, t2),
+            "embed": ms(t2, t3),
+            "search": ms(t3, t4),
+            "rerank": ms(t4, t5),
+            "total": ms(t0, t5),
+        }
+        back = [
+            dataclasses.replace(b, x1=b.x1 / sx, y1=b.y1 / sy, x2=b.x2 / sx, y2=b.y2 / sy) for b in boxes
+        ]
+        return SearchResult(
+            boxes=back,
+            chosen=chosen,
+            hits=hits,
+            timings_ms=timings,
+            image_size=(info.width, info.height),
+            embedding=vector[0],
+        )
+
+
+def _box_tuple(validated: Any) -> tuple[float, float, float, float]:
+    """validate_box may hand back a Box or a plain tuple; take the four coordinates."""
+    if isinstance(validated, Box):
+        return validated.x1, validated.y1, validated.x2, validated.y2
+    x1, y1, x2, y2 = (float(v) for v in tuple(validated)[:4])
+    return x1, y1, x2, y2
+
+
+def image_bytes(image: Image.Image, fmt: str = "JPEG", quality: int = 90) -> bytes:
+    """Encode a PIL image (benchmarks and tests feed the pipeline real upload bytes)."""
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, quality=quality)
+    return buf.getvalue()
+
+
+__all__ = [
+    "Hit",
+    "Reranker",
+    "SearchConfig",
+    "SearchPipeline",
+    "SearchResult",
+    "crop",
+    "identity_rerank",
+    "image_bytes",
+]
