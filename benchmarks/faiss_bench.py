@@ -122,6 +122,7 @@ class Row:
 
 
 def time_search(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, single: int) -> dict:
+    index.search(queries[:10], K)  # warm caches and lazily built tables before timing
     per_query = []
     for i in range(min(single, len(queries))):
         q = queries[i : i + 1]
@@ -140,11 +141,12 @@ def time_search(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, sing
     }
 
 
-def ivf_rows(name, index, build_s, args, xt, gt_t, xq, gt_q, **extra) -> list[Row]:
+def ivf_rows(name, index, build_s, args, xt, gt_t, xq, gt_q, note="", **extra) -> list[Row]:
+    """One row per recall target, nprobe tuned on the tuning queries, measured on the test ones."""
     rows = []
     for target in args.targets:
         tuning = tune_nprobe(index, xt, gt_t, target_recall=target, k=K)
-        notes = f"tuned for {target}" + ("" if tuning.reached else " (not reached: best)")
+        notes = f"tuned for {target}" + ("" if tuning.reached else " (not reached: best recall)") + note
         stats = time_search(index, xq, gt_q, args.single)
         rows.append(Row(name=name, factory=index.factory, build_s=build_s, bytes=index.serialized_size(),
                         nprobe=tuning.nprobe, notes=notes, nprobe_curve=list(tuning.tried), **stats, **extra))
@@ -172,11 +174,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--pq-m", type=int, default=64, help="PQ bytes per vector")
     p.add_argument("--k-factor", type=int, default=10, help="re-rank k * this many PQ candidates")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+    for name, default in asdict(DataSpec()).items():  # the data generator's knobs
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     faiss.omp_set_num_threads(args.threads)
-    spec = DataSpec(seed=args.seed)
+    spec = DataSpec(**{f: getattr(args, f) for f in DataSpec.__dataclass_fields__})
     n, d = args.n, args.d
 
     t = time.perf_counter()
@@ -224,21 +227,17 @@ def main(argv: list[str] | None = None) -> dict:
         pq.train(sample)
         pq.add_with_ids(xb, ids)
         pq_build_s = time.perf_counter() - t
-        note = {"notes": "coarse centroids reused from IVF-Flat: add its training time"}
+        note = "; build excludes the coarse k-means (reused from IVF-Flat)"
         pq_index = VectorIndex(pq, factory=f"IVF{nlist},PQ{args.pq_m}")
         log(f"IVF-PQ built in {pq_build_s:.1f}s")
-        for row in ivf_rows("IVF-PQ", pq_index, pq_build_s, args, xt, gt_t, xq, gt_q):
-            rows.append(row)
-            row.notes += "; " + note["notes"]
+        rows += ivf_rows("IVF-PQ", pq_index, pq_build_s, args, xt, gt_t, xq, gt_q, note)
 
         # Exact re-ranking of the top k*k_factor PQ candidates against the raw vectors.
         refine = faiss.IndexRefineFlat(pq, faiss.swig_ptr(xb))
         refine.k_factor = args.k_factor
         refined = VectorIndex(refine, factory=f"IVF{nlist},PQ{args.pq_m},RFlat")
-        for row in ivf_rows(f"IVF-PQ + re-rank top {K * args.k_factor}", refined, pq_build_s, args,
-                            xt, gt_t, xq, gt_q, k_factor=args.k_factor):
-            rows.append(row)
-            row.notes += "; keeps raw vectors for re-ranking; " + note["notes"]
+        rows += ivf_rows(f"IVF-PQ + re-rank top {K * args.k_factor}", refined, pq_build_s, args,
+                         xt, gt_t, xq, gt_q, note + "; size includes the raw vectors", k_factor=args.k_factor)
 
     met = [r for r in rows if r.name == "IVF-Flat" and r.recall >= 0.95 and r.ms_single <= 5.0]
     report = {

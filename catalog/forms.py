@@ -16,4 +16,5 @@ class ValidatedImageForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from exc
         for attr in ("width", "height", "sha256", "phash"):
             setattr(self.instance, attr, getattr(prepared, attr))
+        self.instance.needs_embedding = True  # a new or replaced file needs a new vector
         return prepared.content

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from django.db import transaction
+
 from catalog.images import ImageError
 from catalog.services import (
     category_get_or_create_path,
@@ -111,29 +113,34 @@ def catalog_import(
     merchant = merchant_get_or_create(name=merchant_name)
     report = ImportReport()
     for row in progress(rows):
-        category = category_get_or_create_path(path=row.category) if row.category else None
-        product, outcome = product_upsert(
-            merchant=merchant,
-            sku=row.key,
-            title=row.title,
-            description=row.description,
-            category=category,
-            price=row.price,
-            currency=row.currency,
-            stock=row.stock,
-        )
-        setattr(report, f"products_{outcome}", getattr(report, f"products_{outcome}") + 1)
-        for subdir, add in (("catalog", product_image_add), ("reviews", review_image_add)):
-            for path in _image_files(root / subdir / row.key):
-                try:
-                    _, created = add(product=product, source=path.read_bytes(), name=path.name)
-                except (ImageError, OSError) as exc:
-                    report.errors.append((str(path), str(exc)))
-                    continue
-                if not created:
-                    report.images_skipped_duplicate += 1
-                elif subdir == "catalog":
-                    report.images_added += 1
-                else:
-                    report.reviews_added += 1
+        with transaction.atomic():  # one product with its photos: one batch of embed tasks
+            _import_product(row, merchant, root, report)
     return report
+
+
+def _import_product(row: ProductRow, merchant, root: Path, report: ImportReport) -> None:
+    category = category_get_or_create_path(path=row.category) if row.category else None
+    product, outcome = product_upsert(
+        merchant=merchant,
+        sku=row.key,
+        title=row.title,
+        description=row.description,
+        category=category,
+        price=row.price,
+        currency=row.currency,
+        stock=row.stock,
+    )
+    setattr(report, f"products_{outcome}", getattr(report, f"products_{outcome}") + 1)
+    for subdir, add in (("catalog", product_image_add), ("reviews", review_image_add)):
+        for path in _image_files(root / subdir / row.key):
+            try:
+                _, created = add(product=product, source=path.read_bytes(), name=path.name)
+            except (ImageError, OSError) as exc:
+                report.errors.append((str(path), str(exc)))
+                continue
+            if not created:
+                report.images_skipped_duplicate += 1
+            elif subdir == "catalog":
+                report.images_added += 1
+            else:
+                report.reviews_added += 1

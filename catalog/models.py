@@ -106,6 +106,9 @@ class ImageFields(models.Model):
     height = models.PositiveIntegerField(editable=False)
     sha256 = models.CharField(max_length=64, editable=False, db_index=True, help_text="SHA-256 of the stored file")
     phash = models.CharField(max_length=16, editable=False, db_index=True, help_text="64-bit perceptual hash, hex")
+    # Dirty flag (Saleor's search_index_dirty): set when the file is new or replaced, cleared
+    # once the active embedder's vector is stored. The sweep task picks up what was missed.
+    needs_embedding = models.BooleanField(default=True, db_index=True, editable=False)
 
     class Meta:
         abstract = True
@@ -148,6 +151,12 @@ class ReviewImage(ImageFields):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     labeled_at = models.DateTimeField(null=True, blank=True)
+    spot_check = models.BooleanField(
+        default=False, db_index=True, help_text="Sampled for a staff spot check of the automatic decision"
+    )
+    spot_check_agrees = models.BooleanField(null=True, blank=True, help_text="Staff verdict on the automatic decision")
+    auto_status = models.CharField(max_length=16, choices=Status.choices, blank=True, editable=False)
+    auto_decided_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-uploaded_at", "pk"]
@@ -157,3 +166,7 @@ class ReviewImage(ImageFields):
 
     def __str__(self) -> str:
         return f"review {self.pk} of {self.product.sku}"
+
+    @property
+    def in_index(self) -> bool:
+        return self.status == self.Status.ACCEPTED

@@ -12,6 +12,13 @@ def _test_settings(settings, tmp_path):
     """Every test writes its files under its own temporary media root, over plain HTTP."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.SECURE_SSL_REDIRECT = False
+    # Saving an image would embed it; tests that want that ask for the `auto_index` fixture.
+    settings.SEARCH_AUTO_INDEX = False
+
+
+@pytest.fixture
+def auto_index(settings):
+    settings.SEARCH_AUTO_INDEX = True
 
 
 def pytest_collection_modifyitems(config, items):

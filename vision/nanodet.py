@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -426,14 +427,17 @@ def convert_to_torchscript(json_path: Path, out_path: Path) -> torch.jit.ScriptM
     """
     model = NanoDet(load_tfjs_graph(json_path)).eval()
     example = reference_input()
-    with torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
+        # torch 2.x marks torch.jit as deprecated in favour of torch.export; TorchScript
+        # files still trace, save and load, and need no Python model code to run.
+        warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False).eval())
         drift = max(torch.max(torch.abs(a - b)).item() for a, b in zip(traced(example), model(example)))
-    if drift > 1e-5:
-        raise ConversionError(f"the traced model differs from the interpreter by {drift:.2e}")
-    check_against_reference(traced)
-    tmp = Path(out_path).with_name(Path(out_path).name + ".tmp")
-    torch.jit.save(traced, str(tmp))
+        if drift > 1e-5:
+            raise ConversionError(f"the traced model differs from the interpreter by {drift:.2e}")
+        check_against_reference(traced)
+        tmp = Path(out_path).with_name(Path(out_path).name + ".tmp")
+        torch.jit.save(traced, str(tmp))
     tmp.replace(out_path)
     return traced
 

@@ -113,7 +113,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_BEAT_SCHEDULE: dict = {}
+
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -136,3 +136,38 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# Review-photo cleaning (catalog/cleaning.py): the score is the best cosine similarity of the
+# photo to its product's images; the thresholds were measured on the shared Grocery Store set
+# (README: "Review-photo cleaning").
+REVIEW_ACCEPT_SCORE = env.float("VISUALSHOP_REVIEW_ACCEPT_SCORE", default=0.45)
+REVIEW_REJECT_SCORE = env.float("VISUALSHOP_REVIEW_REJECT_SCORE", default=0.30)
+REVIEW_SPOT_CHECK_FRACTION = env.float("VISUALSHOP_REVIEW_SPOT_CHECK_FRACTION", default=0.02)
+
+# Search engine.
+VISUALSHOP_EMBEDDER = env.str("VISUALSHOP_EMBEDDER", default="mobilenet_v2")
+# Web processes look for a newer live index at most this often (seconds).
+INDEX_RELOAD_SECONDS = env.float("VISUALSHOP_INDEX_RELOAD_SECONDS", default=2.0)
+# Torch threads per worker process: one thread per process scales better on small machines
+# (two threads stall when the other core is busy; shared/docs/MODELS.md).
+TORCH_THREADS = env.int("VISUALSHOP_TORCH_THREADS", default=1)
+
+# Saving an image enqueues its embedding; turned off only in unit tests that don't need it.
+SEARCH_AUTO_INDEX = env.bool("VISUALSHOP_SEARCH_AUTO_INDEX", default=True)
+
+# Queues: embedding is CPU-heavy and batched; index syncs are short and serialised.
+CELERY_TASK_ROUTES = {
+    "search.tasks.embed_*": {"queue": "embed"},
+    "search.tasks.index_*": {"queue": "index"},
+}
+# Fail fast when Redis is down: the upload succeeds and the sweep catches up later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BEAT_SCHEDULE = {
+    "embed-sweep": {"task": "search.tasks.embed_sweep_task", "schedule": 60.0},
+    # The bound on how long a deactivated product can still be found: this interval plus
+    # INDEX_RELOAD_SECONDS (a sync is also queued at once when a product changes).
+    "index-sync": {"task": "search.tasks.index_sync_task", "schedule": 30.0},
+}
+SEARCH_DETECTOR = env.str("VISUALSHOP_SEARCH_DETECTOR", default="nanodet")
+SEARCH_MAX_SIDE = env.int("VISUALSHOP_SEARCH_MAX_SIDE", default=1024)

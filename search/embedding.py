@@ -1,0 +1,128 @@
+"""Vectors in the database: embed product images and review photos, score review photos.
+
+One row per (image, embedder version) in ImageVector. Each worker process loads its
+embedder once (:func:`embedder_load`); torch is imported lazily so web modules stay light.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from catalog.cleaning import review_image_decide
+from catalog.models import ProductImage, ReviewImage
+from search.models import EmbedderVersion, ImageVector
+from vision.imageio import ImageError, decode_image
+
+logger = logging.getLogger(__name__)
+
+# The stored files are decoded at most this size before the embedder's own resize to 224:
+# JPEG draft decoding makes it several times faster than full-size decoding.
+DECODE_MAX_SIDE = 448
+
+
+@functools.cache
+def embedder_load(name: str):
+    """The embedder for a name, loaded once per process."""
+    import torch
+
+    from vision.embed import make_embedder
+
+    torch.set_num_threads(settings.TORCH_THREADS)
+    return make_embedder(name)
+
+
+def embedder_active() -> EmbedderVersion:
+    """The active embedder version; registers the configured default on first use."""
+    active = EmbedderVersion.objects.filter(is_active=True).first()
+    if active is not None:
+        return active
+    embedder = embedder_load(settings.VISUALSHOP_EMBEDDER)
+    row, _ = EmbedderVersion.objects.get_or_create(
+        version=embedder.version, defaults={"name": settings.VISUALSHOP_EMBEDDER, "dim": embedder.dim}
+    )
+    try:
+        with transaction.atomic():
+            EmbedderVersion.objects.filter(pk=row.pk).update(is_active=True)
+    except IntegrityError:  # another process activated one first
+        pass
+    return EmbedderVersion.objects.get(is_active=True)
+
+
+def _load_pixels(images: Sequence[ProductImage | ReviewImage]) -> tuple[list, list]:
+    ok, pixels = [], []
+    for image in images:
+        try:
+            with image.file.open("rb") as fh:
+                img, _ = decode_image(fh.read(), max_side=DECODE_MAX_SIDE)
+        except (ImageError, OSError) as exc:
+            # A stored file that went missing or bad: leave it out of the index, keep going.
+            logger.warning("cannot embed %s %s: %s", type(image).__name__, image.pk, exc)
+            continue
+        ok.append(image)
+        pixels.append(img)
+    return ok, pixels
+
+
+def _store_vectors(*, embedder: EmbedderVersion, images: Sequence, vectors: np.ndarray, field: str) -> None:
+    assert vectors.shape == (len(images), embedder.dim), vectors.shape
+    with transaction.atomic():
+        ImageVector.objects.filter(embedder=embedder, **{f"{field}__in": [i.pk for i in images]}).delete()
+        ImageVector.objects.bulk_create(
+            ImageVector(
+                embedder=embedder,
+                product_id=image.product_id,
+                image_sha256=image.sha256,
+                vector=vec.astype(np.float32).tobytes(),
+                **{field: image},
+            )
+            for image, vec in zip(images, vectors)
+        )
+    if embedder.is_active:
+        # Only rows whose file is still the one we embedded: a replacement stays dirty.
+        model = type(images[0])
+        for image in images:
+            model.objects.filter(pk=image.pk, sha256=image.sha256).update(needs_embedding=False)
+
+
+def product_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion | None = None) -> int:
+    """Embed product images; returns how many vectors were stored. Idempotent."""
+    embedder = embedder or embedder_active()
+    images, pixels = _load_pixels(list(ProductImage.objects.filter(pk__in=image_ids)))
+    if images:
+        vectors = embedder_load(embedder.name).embed(pixels)
+        _store_vectors(embedder=embedder, images=images, vectors=vectors, field="product_image")
+    return len(images)
+
+
+def product_vectors(*, embedder: EmbedderVersion, product_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """{product_id: [n_views, dim]} of the products' own images, embedding any missing."""
+    missing = ProductImage.objects.filter(product_id__in=product_ids).exclude(vectors__embedder=embedder)
+    if missing_ids := list(missing.values_list("pk", flat=True)):
+        product_images_embed(image_ids=missing_ids, embedder=embedder)
+    views: dict[int, list[np.ndarray]] = {}
+    for row in ImageVector.objects.filter(embedder=embedder, product_id__in=product_ids, product_image__isnull=False):
+        views.setdefault(row.product_id, []).append(row.as_array())
+    return {pid: np.stack(v) for pid, v in views.items()}
+
+
+def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion | None = None) -> int:
+    """Embed review photos and, for the active embedder, score and decide them."""
+    embedder = embedder or embedder_active()
+    reviews, pixels = _load_pixels(list(ReviewImage.objects.filter(pk__in=image_ids)))
+    if not reviews:
+        return 0
+    vectors = embedder_load(embedder.name).embed(pixels)
+    _store_vectors(embedder=embedder, images=reviews, vectors=vectors, field="review_image")
+    if embedder.is_active:
+        views = product_vectors(embedder=embedder, product_ids={r.product_id for r in reviews})
+        for review, vec in zip(reviews, vectors):
+            own = views.get(review.product_id)
+            score = float((own @ vec).max()) if own is not None else None
+            review_image_decide(review=review, score=score)
+    return len(reviews)

@@ -1,0 +1,49 @@
+"""The search pipeline of this process: vision's SearchPipeline over the live index."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+from django.conf import settings
+
+from search.embedding import embedder_load
+from search.live import LiveIndex, live_index
+
+_lock = threading.Lock()
+_cached: tuple[LiveIndex, object] | None = None
+
+
+@functools.cache
+def detector_load(name: str):
+    from vision.detect import make_detector
+
+    return make_detector(name)
+
+
+def search_config():
+    from vision.pipeline import SearchConfig
+
+    return SearchConfig(detector=settings.SEARCH_DETECTOR, max_side=settings.SEARCH_MAX_SIDE)
+
+
+def search_pipeline():
+    """A SearchPipeline bound to the current live index (rebuilt when the index changes)."""
+    global _cached
+    from vision.pipeline import SearchPipeline
+
+    live = live_index()
+    cached = _cached
+    if cached is not None and cached[0] is live:
+        return cached[1]
+    with _lock:
+        config = search_config()
+        pipeline = SearchPipeline(
+            detector_load(config.detector),
+            embedder_load(live.embedder.name),
+            live.index,
+            live.image_to_product,
+            config,
+        )
+        _cached = (live, pipeline)
+        return pipeline

