@@ -106,12 +106,17 @@ def make_dataset(n: int, d: int, n_queries: int, spec: DataSpec) -> tuple[np.nda
 
 @dataclass
 class Row:
+    """Times are CPU time of the searching thread (time.thread_time) unless *_wall: the
+    benchmark machine is shared, and waiting for a core is not the index's cost."""
+
     name: str
     factory: str
-    build_s: float
+    build_s: float  # wall
     ms_single: float  # mean over queries searched one at a time
     ms_single_p95: float
+    ms_single_wall: float
     ms_batch: float  # one search() call with every query, divided by their number
+    ms_batch_wall: float
     recall: float  # 10-recall@10: share of the exact top 10 found in the top 10
     recall_1at10: float  # is the exact nearest neighbour in the top 10
     bytes: int
@@ -123,19 +128,22 @@ class Row:
 
 def time_search(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, single: int) -> dict:
     index.search(queries[:10], K)  # warm caches and lazily built tables before timing
-    per_query = []
+    cpu, wall = [], []
     for i in range(min(single, len(queries))):
         q = queries[i : i + 1]
-        t = time.perf_counter()
+        c, t = time.thread_time(), time.perf_counter()
         index.search(q, K)
-        per_query.append(time.perf_counter() - t)
-    t = time.perf_counter()
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - t)
+    c, t = time.thread_time(), time.perf_counter()
     _, found = index.search(queries, K)
-    batch = time.perf_counter() - t
+    batch_cpu, batch_wall = time.thread_time() - c, time.perf_counter() - t
     return {
-        "ms_single": 1e3 * float(np.mean(per_query)),
-        "ms_single_p95": 1e3 * float(np.percentile(per_query, 95)),
-        "ms_batch": 1e3 * batch / len(queries),
+        "ms_single": 1e3 * float(np.mean(cpu)),
+        "ms_single_p95": 1e3 * float(np.percentile(cpu, 95)),
+        "ms_single_wall": 1e3 * float(np.mean(wall)),
+        "ms_batch": 1e3 * batch_cpu / len(queries),
+        "ms_batch_wall": 1e3 * batch_wall / len(queries),
         "recall": recall_at_k(found, truth, K),
         "recall_1at10": float((found == truth[:, :1]).any(axis=1).mean()),
     }
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--queries", type=int, default=1000, help="test queries (as many again tune nprobe)")
     p.add_argument("--single", type=int, default=1000, help="queries timed one at a time (IVF/PQ)")
     p.add_argument("--flat-single", type=int, default=100, help="same, for exact Flat (slow)")
-    p.add_argument("--targets", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.95, 0.99])
+    p.add_argument("--targets", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.95, 0.97, 0.99])
     p.add_argument("--pq-m", type=int, default=64, help="PQ bytes per vector")
     p.add_argument("--k-factor", type=int, default=10, help="re-rank k * this many PQ candidates")
     p.add_argument("--threads", type=int, default=1)
@@ -245,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n": n, "d": d, "queries": args.queries, "threads": args.threads, "k": K,
         "faiss": faiss.__version__, "numpy": np.__version__, "cpu": _cpu(), "python": platform.python_version(),
         "data_spec": asdict(spec), "data_stats": data_stats,
-        "target": "IVF recall@10 >= 0.95 at <= 5 ms/query, one thread, single queries",
+        "target": "IVF-Flat recall@10 >= 0.95 at <= 5 ms/query (mean CPU), one thread, single queries",
         "target_met": bool(met),
         "rows": [asdict(r) for r in rows],
     }  # fmt: skip
@@ -260,15 +268,15 @@ def markdown(rows: list[Row], report: dict) -> str:
         f"n={report['n']} d={report['d']} queries={report['queries']} threads={report['threads']} "
         f"faiss {report['faiss']} ({report['cpu']})",
         "",
-        "| index | factory | nprobe | build s | ms/q single (p95) | ms/q batch | recall@10 | 1-recall@10 "
-        "| size MB | notes |",
+        "| index | factory | nprobe | build s | ms/q single: cpu mean (p95) / wall | ms/q batched: cpu / wall "
+        "| recall@10 | 1-recall@10 | size MiB | notes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.name} | `{r.factory}` | {r.nprobe or '-'} | {r.build_s:.1f} | {r.ms_single:.2f} "
-            f"({r.ms_single_p95:.2f}) | {r.ms_batch:.2f} | {r.recall:.3f} | {r.recall_1at10:.3f} "
-            f"| {r.bytes / 2**20:.0f} | {r.notes} |"
+            f"({r.ms_single_p95:.2f}) / {r.ms_single_wall:.2f} | {r.ms_batch:.2f} / {r.ms_batch_wall:.2f} "
+            f"| {r.recall:.3f} | {r.recall_1at10:.3f} | {r.bytes / 2**20:.0f} | {r.notes} |"
         )
     lines += ["", f"target ({report['target']}): {'MET' if report['target_met'] else 'NOT met'}"]
     return "\n".join(lines)

@@ -1,7 +1,12 @@
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
 
+from catalog.cleaning import review_image_spot_check, spot_check_agreement_by_week
 from catalog.forms import ValidatedImageForm
 from catalog.models import Category, Merchant, Product, ProductImage, ReviewImage
 from catalog.selectors import merchants_for_user, products_for_user
@@ -159,18 +164,37 @@ class ProductImageAdmin(MerchantScopedAdmin):
         return thumbnail(obj, 400)
 
 
+class SpotCheckFilter(admin.SimpleListFilter):
+    title = "spot check"
+    parameter_name = "spot"
+
+    def lookups(self, request, model_admin):
+        return [("todo", "To check"), ("agreed", "Staff agreed"), ("disagreed", "Staff disagreed")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "todo":
+            return queryset.filter(spot_check=True, spot_check_agrees__isnull=True)
+        if value in ("agreed", "disagreed"):
+            return queryset.filter(spot_check=True, spot_check_agrees=(value == "agreed"))
+        return queryset
+
+
 @admin.register(ReviewImage)
 class ReviewImageAdmin(MerchantScopedAdmin):
     merchant_path = "product__merchant"
     form = ValidatedImageForm
-    list_display = ["preview", "product", "status", "score", "staff_label", "labeled_by", "uploaded_at"]
+    change_list_template = "admin/catalog/reviewimage/change_list.html"
+    list_display = ["preview", "product", "status", "score", "auto_status", "staff_label", "labeled_by", "uploaded_at"]
     list_select_related = ["product", "labeled_by"]
-    list_filter = ["status", "staff_label", ("product__merchant", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [SpotCheckFilter, "status", "auto_status", "staff_label",
+                   ("product__merchant", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["product__title", "product__sku", "sha256"]
     autocomplete_fields = ["product"]
     date_hierarchy = "uploaded_at"
     readonly_fields = ["preview_large", "product_images", "width", "height", "sha256", "phash", "score",
-                       "staff_label", "labeled_by", "labeled_at", "uploaded_at"]
+                       "auto_status", "spot_check", "spot_check_agrees", "staff_label", "labeled_by", "labeled_at",
+                       "uploaded_at"]
     actions = ["label_accepted", "label_rejected"]
 
     @admin.display(description="photo")
@@ -191,6 +215,44 @@ class ReviewImageAdmin(MerchantScopedAdmin):
         for review in queryset.select_related("product"):
             review_image_label(review=review, label=label, user=request.user)
         self.message_user(request, f"{queryset.count()} photos labelled {label}.", messages.SUCCESS)
+
+    # ---------------------------------------------------------------- spot checks
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("spot-check/", view(self.spot_check_view), name="catalog_reviewimage_spot_check"),
+            path("<int:pk>/spot-check/", view(require_POST(self.spot_check_answer)),
+                 name="catalog_reviewimage_spot_check_answer"),
+            *super().get_urls(),
+        ]
+
+    def _spot_queue(self, request):
+        return self.get_queryset(request).filter(spot_check=True, spot_check_agrees__isnull=True).order_by("pk")
+
+    def spot_check_view(self, request):
+        """The next sampled automatic decision, beside the product's images."""
+        queue = self._spot_queue(request)
+        review = queue.select_related("product").prefetch_related("product__images").first()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Spot-check review photos",
+            "opts": self.model._meta,
+            "review": review,
+            "remaining": queue.count(),
+            "weeks": spot_check_agreement_by_week(),
+        }
+        return TemplateResponse(request, "admin/catalog/reviewimage/spot_check.html", context)
+
+    def spot_check_answer(self, request, pk: int):
+        review = get_object_or_404(self.get_queryset(request), pk=pk)
+        agrees = request.POST.get("verdict") == "right"
+        review_image_spot_check(review=review, agrees=agrees, user=request.user)
+        return redirect(reverse("admin:catalog_reviewimage_spot_check"))
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"spot_remaining": self._spot_queue(request).count(), "weeks": spot_check_agreement_by_week(weeks=4)}
+        return super().changelist_view(request, extra_context={**(extra_context or {}), **extra})
 
     @admin.action(description="Label as accepted (staff decision)")
     def label_accepted(self, request, queryset):

@@ -72,6 +72,22 @@ def _vectors_for(embedder: EmbedderVersion, ids: np.ndarray) -> tuple[np.ndarray
     return np.stack(out_vecs), np.asarray(out_ids, dtype=np.int64)
 
 
+def index_ids(index: VectorIndex) -> np.ndarray:
+    """Every id stored in the index."""
+    import faiss
+
+    raw = index.faiss_index
+    if hasattr(raw, "id_map"):
+        return faiss.vector_to_array(raw.id_map).astype(np.int64)
+    lists = faiss.extract_index_ivf(raw).invlists
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+        for i in range(lists.nlist)
+        if lists.list_size(i)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
 def _record(embedder: EmbedderVersion, total: int) -> None:
     EmbedderVersion.objects.filter(pk=embedder.pk).update(
         index_generation=F("index_generation") + 1, index_count=total, index_updated_at=timezone.now()
@@ -123,7 +139,7 @@ def index_sync(*, embedder: EmbedderVersion | None = None) -> SyncResult:
     with transaction.atomic():
         EmbedderVersion.objects.select_for_update().get(pk=embedder.pk)
         index = VectorIndex.load(path)  # again, under the lock: another sync may have saved
-        have = index.ids()
+        have = index_ids(index)
         wanted = _wanted_ids(embedder)
         to_add = np.setdiff1d(wanted, have, assume_unique=True)
         to_remove = np.setdiff1d(have, wanted, assume_unique=True)

