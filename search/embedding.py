@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 
 from catalog.cleaning import review_image_decide
 from catalog.models import ProductImage, ReviewImage
@@ -83,11 +84,11 @@ def _store_vectors(*, embedder: EmbedderVersion, images: Sequence, vectors: np.n
             )
             for image, vec in zip(images, vectors)
         )
-    if embedder.is_active:
-        # Only rows whose file is still the one we embedded: a replacement stays dirty.
-        model = type(images[0])
-        for image in images:
-            model.objects.filter(pk=image.pk, sha256=image.sha256).update(needs_embedding=False)
+        if embedder.is_active:
+            # Only rows whose file is still the one we embedded: a replacement stays dirty.
+            type(images[0]).objects.filter(
+                pk__in=[i.pk for i in images], vectors__embedder=embedder, vectors__image_sha256=F("sha256")
+            ).update(needs_embedding=False)
 
 
 def product_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion | None = None) -> int:

@@ -30,11 +30,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-try:  # TEMP until vision/weights.py lands
-    from vision.weights import WeightsUnavailable
-except ImportError:  # pragma: no cover
-    class WeightsUnavailable(RuntimeError):  # type: ignore[no-redef]
-        pass
+from vision.weights import WeightsUnavailable, hub_checkpoint_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -194,7 +190,7 @@ class PixelEmbedder:
 
 def checkpoint_dir() -> Path:
     """Where torchvision looks for (and would download) its weight files."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    return hub_checkpoint_dir()
 
 
 def resolve_weights(arch: str, weights: str = "auto") -> Any:

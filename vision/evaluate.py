@@ -328,6 +328,8 @@ def evaluate_folder(
             result = pipeline.run(path.read_bytes())
         except ImageError:
             skipped.append(str(path))
+            if progress:
+                progress("queries", n + 1, len(queries))
             continue
         ranked = [h.product_id for h in result.hits]
         truth = product_id[key]

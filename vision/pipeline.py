@@ -23,14 +23,20 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 from PIL import Image
 
-from vision.detect import Box, BoxChoice, choose_box, detect_with_whole_image, make_detector, validate_box
+from vision.detect import (
+    USER_LABEL,
+    WHOLE_IMAGE_LABEL,
+    Box,
+    BoxChoice,
+    choose_box,
+    detect_with_whole_image,
+    make_detector,
+    validate_box,
+    whole_image_box,
+)
 from vision.embed import Embedder
 from vision.imageio import ImageInfo, decode_image, downscale, to_rgb
 from vision.index import group_by_product
-
-WHOLE_IMAGE_LABEL = "image"
-USER_LABEL = "user"
-
 
 class Hit(NamedTuple):
     product_id: int
@@ -45,22 +51,21 @@ def identity_rerank(hits: list[Hit]) -> list[Hit]:
     return hits
 
 
+# TODO measured rule
+DEFAULT_BOX_CHOICE = BoxChoice()
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Everything that changes what a search returns, in one place.
 
-    ``crop_*``: when the chosen detector box is used instead of the whole image. The
-    defaults were chosen on the Grocery Store *review* photos (never its queries), see
-    benchmarks/quality_bench.py and the report in vision/README or the PR: on close-up
-    product photos a crop only helps when the detector is sure and the box still holds
-    most of the object, so small or doubtful boxes fall back to the whole image.
+    ``box_choice`` decides when a detector box is embedded instead of the whole image
+    (see :data:`DEFAULT_BOX_CHOICE` for the rule and how it was chosen).
     """
 
     max_side: int = 1024
     detector: str = "nanodet"
-    box_choice: BoxChoice = field(default_factory=BoxChoice)
-    crop_min_score: float = 0.5  # detector confidence below this: embed the whole image
-    crop_min_area: float = 0.15  # box smaller than this fraction of the image: whole image
+    box_choice: BoxChoice = field(default_factory=lambda: DEFAULT_BOX_CHOICE)
     crop_pad: float = 0.1  # context added around a crop, as a fraction of the box side
     top_n: int = 100  # image hits taken from the index before grouping by product
     k: int = 10  # products returned
@@ -68,8 +73,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.max_side < 32:
             raise ValueError("max_side must be >= 32")
-        if not (0 <= self.crop_min_area <= 1 and self.crop_pad >= 0):
-            raise ValueError("crop_min_area must be in [0, 1] and crop_pad >= 0")
+        if self.crop_pad < 0:
+            raise ValueError("crop_pad must be >= 0")
         if self.top_n < 1 or self.k < 1:
             raise ValueError("top_n and k must be >= 1")
 
@@ -174,29 +179,10 @@ class SearchPipeline:
     def candidates(self, image: Image.Image) -> tuple[list[Box], int]:
         """Detector boxes plus the whole-image candidate, and the index of the one to embed."""
         w, h = image.size
-        boxes = detect_with_whole_image(self.detector, image) if self.detector is not None else []
-        if not any(b.label == WHOLE_IMAGE_LABEL for b in boxes):
-            boxes = [Box(0.0, 0.0, float(w), float(h), 1.0, WHOLE_IMAGE_LABEL), *boxes]
-        return boxes, self.select(boxes, w, h)
-
-    def select(self, boxes: Sequence[Box], width: int, height: int) -> int:
-        """choose_box's pick, unless it is a detection too doubtful or too small to crop to.
-
-        Close-up shopper photos are mostly one product filling the frame; a wrong or
-        partial box (the label, a hand, the shelf edge) costs more than the background
-        the whole image brings, so the crop must earn its place.
-        """
-        whole = next(i for i, b in enumerate(boxes) if b.label == WHOLE_IMAGE_LABEL)
-        if len(boxes) == 1:
-            return whole
-        i = choose_box(list(boxes), width, height, self.config.box_choice)
-        b = boxes[i]
-        if b.label == WHOLE_IMAGE_LABEL:
-            return i
-        area = max(0.0, b.x2 - b.x1) * max(0.0, b.y2 - b.y1) / float(width * height)
-        if b.score < self.config.crop_min_score or area < self.config.crop_min_area:
-            return whole
-        return i
+        if self.detector is None:
+            return [whole_image_box(w, h)], 0
+        boxes = detect_with_whole_image(self.detector, image)
+        return boxes, choose_box(boxes, w, h, self.config.box_choice)
 
     def search_vector(self, vector: np.ndarray, k: int) -> list[Hit]:
         assert vector.shape == (1, self.embedder.dim), vector.shape

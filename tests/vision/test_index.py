@@ -86,6 +86,7 @@ def test_large_catalogs_get_ivf_flat_with_nlist_about_4_sqrt_n(n):
 
 def test_very_large_catalogs_get_compressed_codes():
     assert choose_factory(100_000_000, 256) == "OPQ64_128,IVF32768,PQ64"
+    faiss.index_factory(256, choose_factory(100_000_000, 256), faiss.METRIC_INNER_PRODUCT)  # a valid string
     assert choose_binary_factory(1000, 256) == "BFlat"
     assert choose_binary_factory(10_000_000, 256).startswith("BIVF")
 
@@ -182,6 +183,27 @@ def test_save_load_roundtrip_keeps_results_version_and_nprobe(tmp_path, data, iv
     for a, b in zip(loaded.search(queries, 10), ivf.search(queries, 10)):
         np.testing.assert_array_equal(a, b)
     assert loaded.serialized_size() == ivf.serialized_size() < path.stat().st_size
+    assert loaded.remove(np.array([100, 107])) == 2  # the id map survived the trip too
+
+
+def test_failed_save_keeps_the_old_file(tmp_path, data, ivf, monkeypatch):
+    # given a saved index
+    path = tmp_path / "images.faiss"
+    ivf.save(path)
+    before = path.read_bytes()
+
+    # when the next save dies half-way through writing the payload
+    def broken_write(index, writer):
+        faiss.write_index(faiss.IndexFlatIP(D), writer)  # some bytes reach the temp file
+        raise OSError("disk full")
+
+    monkeypatch.setattr(VectorIndex, "_write", staticmethod(broken_write))
+    with pytest.raises(OSError):
+        VectorIndex.build(data[0][:10], data[1][:10]).save(path)
+
+    # then readers still get the old index, and no temp file is left behind
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["images.faiss"]
+    assert load_index(path).ntotal == 3000
 
 
 def _damaged(path, how: str) -> None:

@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Per-stage search latency on one thread, for a 1024-pixel photo (a script, not a test).
+
+    OMP_NUM_THREADS=1 python benchmarks/latency_bench.py --runs 50 --json benchmarks/out/latency_bench.json
+
+A shared query photo is upscaled to 1024 px on its long side and JPEG-encoded (q90), as a
+phone upload would arrive after the client's resize; each run is a full
+SearchPipeline.run on those bytes: decode (+ validation), detect (+ box choice), embed
+(crop + preprocessing + forward), search (FAISS top-N + grouping). The index holds
+random unit vectors with the size of the Grocery Store gallery (catalog + reviews); a
+flat search costs the same whatever the vectors are. Reported: p50/p95 over --runs after
+--warmup runs, per detector, plus detect+embed (the budget this issue set: p50 <= 80 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+# BLAS and OpenMP read these once, at import; the numbers below are per core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
+from vision.detect import make_detector  # noqa: E402
+from vision.embed import make_embedder  # noqa: E402
+from vision.index import VectorIndex  # noqa: E402
+from vision.pipeline import SearchConfig, SearchPipeline, image_bytes  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "grocery-store"
+STAGES = ("decode", "detect", "embed", "search", "detect+embed", "total")
+
+
+def upload_photo(path: Path, long_side: int) -> bytes:
+    img = Image.open(path).convert("RGB")
+    s = long_side / max(img.size)
+    img = img.resize((round(img.width * s), round(img.height * s)), Image.Resampling.LANCZOS)
+    return image_bytes(img, quality=90)
+
+
+def random_index(n: int, dim: int, products: int, version: str) -> tuple[VectorIndex, dict[int, int]]:
+    x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.arange(n, dtype=np.int64)
+    return VectorIndex.build(x, ids, version=version), {int(i): int(i % products) for i in ids}
+
+
+def measure(pipeline: SearchPipeline, upload: bytes, runs: int, warmup: int) -> dict[str, dict[str, float]]:
+    for _ in range(warmup):
+        pipeline.run(upload)
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    for _ in range(runs):
+        t = pipeline.run(upload).timings_ms
+        for stage in STAGES:
+            samples[stage].append(t["detect"] + t["embed"] if stage == "detect+embed" else t[stage])
+    return {
+        s: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "min": float(min(v))}
+        for s, v in samples.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--photo", type=Path, help="query photo (default: the first shared query photo)")
+    p.add_argument("--long-side", type=int, default=1024)
+    p.add_argument("--embedder", default="mobilenet_v2")
+    p.add_argument("--detectors", default="none,nanodet", help="comma-separated make_detector names")
+    p.add_argument("--gallery", type=int, default=2921, help="index size (Grocery Store catalog + reviews)")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--json", type=Path, default=Path("benchmarks/out/latency_bench.json"))
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(1)
+    photo = args.photo or sorted((SHARED / "queries").glob("*/*"))[0]
+    upload = upload_photo(photo, args.long_side)
+    embedder = make_embedder(args.embedder)
+    index, image_to_product = random_index(args.gallery, embedder.dim, 81, embedder.version)
+    results = {}
+    for name in args.detectors.split(","):
+        config = SearchConfig(detector=name)
+        pipeline = SearchPipeline.from_config(
+            config, embedder=embedder, index=index, image_to_product=image_to_product
+        )
+        results[name] = measure(pipeline, upload, args.runs, args.warmup)
+
+    w, h = Image.open(io.BytesIO(upload)).size
+    print(f"\n{photo.name} upscaled to {w}x{h} ({len(upload) / 1e3:.0f} kB JPEG), {args.embedder}, "
+          f"{args.gallery} vectors, {args.runs} runs, torch threads {torch.get_num_threads()}\n")
+    print("| detector | " + " | ".join(f"{s} p50 / p95 ms" for s in STAGES) + " |")
+    print("|---|" + "---|" * len(STAGES))
+    for name, r in results.items():
+        print(f"| {name} | " + " | ".join(f"{r[s]['p50']:.1f} / {r[s]['p95']:.1f}" for s in STAGES) + " |")
+
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({
+        "photo": str(photo), "upload_size": [w, h], "upload_bytes": len(upload), "embedder": embedder.version,
+        "gallery": args.gallery, "runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()},
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "results_ms": results,
+    }, indent=2))  # fmt: skip
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
