@@ -1,100 +1,71 @@
-"""Review-photo cleaning on the shared Grocery Store set: how many genuine photos are
-accepted, rejected and sent to staff at given thresholds, and how many planted photos of
-other products are caught.
+"""Review-photo cleaning on the shared Grocery Store set, through the production code.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/review_cleaning.py [--planted 200] [--json OUT]
 
-The score is the production one (catalog/cleaning.py, search/embedding.py): the cosine
-similarity of the photo to its product's images, best over the views, with the active
-default embedder (MobileNetV2 pretrained) at the production decode size.
+Imports the catalog and its 2,640 review photos into a throwaway database, runs the
+production sweep (embed, score, decide) at the configured thresholds and counts accepted,
+rejected and sent-to-staff photos (all are genuine, so rejections are false). Then plants
+photos of other products as reviews (a review photo of product X attached to product Y),
+runs the sweep again and counts how many are caught (rejected or sent to staff).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vision.embed import make_embedder  # noqa: E402
-from vision.imageio import decode_image  # noqa: E402
-
-DECODE_MAX_SIDE = 448  # search/embedding.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import _platform  # noqa: E402
 
 
-def embed_files(embedder, files: list[Path], batch: int = 32) -> np.ndarray:
-    out = []
-    for start in range(0, len(files), batch):
-        imgs = [decode_image(f.read_bytes(), max_side=DECODE_MAX_SIDE)[0] for f in files[start : start + batch]]
-        out.append(embedder.embed(imgs))
-    return np.concatenate(out)
-
-
-def decide(scores: np.ndarray, accept: float, reject: float) -> dict[str, int]:
-    return {
-        "accepted": int((scores >= accept).sum()),
-        "needs_review": int(((scores < accept) & (scores >= reject)).sum()),
-        "rejected": int((scores < reject).sum()),
-    }
-
-
-def main(argv: list[str] | None = None) -> dict:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "datasets" / "grocery-store")
-    parser.add_argument("--embedder", default="mobilenet_v2")
-    parser.add_argument("--accept", type=float, default=None, help="default: the settings' value")
-    parser.add_argument("--reject", type=float, default=None)
-    parser.add_argument("--planted", type=int, default=200, help="photos of other products planted as reviews")
+    parser.add_argument("--dataset", type=Path, default=_platform.SHARED)
+    parser.add_argument("--planted", type=int, default=200)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+    args = parser.parse_args()
+    _platform.setup(VISUALSHOP_REVIEW_SPOT_CHECK_FRACTION="0")
     import torch
+    from django.conf import settings
 
     torch.set_num_threads(1)
-    accept = args.accept if args.accept is not None else 0.45
-    reject = args.reject if args.reject is not None else 0.30
+    from catalog.importer import catalog_import
+    from catalog.models import Product, ReviewImage
+    from catalog.services import review_image_add
 
-    keys = sorted(p.name for p in (args.dataset / "catalog").iterdir() if p.is_dir())
-    embedder = make_embedder(args.embedder)
-    catalog_files = {k: sorted((args.dataset / "catalog" / k).iterdir()) for k in keys}
-    views = {k: embed_files(embedder, files) for k, files in catalog_files.items()}
-    review_files = [(k, f) for k in keys for f in sorted((args.dataset / "reviews" / k).glob("*")) if f.is_file()]
-    vecs = embed_files(embedder, [f for _, f in review_files])
-    genuine = np.array([float((views[k] @ v).max()) for (k, _), v in zip(review_files, vecs)])
+    catalog_import(root=args.dataset, merchant_name="Grocery")
+    _platform.embed_all()
+    genuine = Counter(ReviewImage.objects.values_list("status", flat=True))
 
-    rng = np.random.default_rng(0)
-    picks = rng.choice(len(review_files), args.planted, replace=False)
-    planted = []
-    for i in picks:
-        true_key = review_files[i][0]
-        wrong = rng.choice([k for k in keys if k != true_key])
-        planted.append(float((views[wrong] @ vecs[i]).max()))
-    planted = np.array(planted)
+    rng = random.Random(0)
+    products = list(Product.objects.all())
+    files = sorted(args.dataset.glob("reviews/*/*"))
+    planted_ids = []
+    for path in rng.sample(files, args.planted):
+        wrong = rng.choice([p for p in products if p.sku != path.parent.name])
+        review, created = review_image_add(product=wrong, source=path.read_bytes(), name=path.name)
+        planted_ids.append(review.pk)
+    _platform.embed_all()
+    planted = Counter(ReviewImage.objects.filter(pk__in=planted_ids).values_list("status", flat=True))
 
     report = {
-        "embedder": embedder.version,
-        "thresholds": {"accept_at": accept, "reject_below": reject},
-        "genuine": {"n": len(genuine), **decide(genuine, accept, reject)},
-        "planted": {"n": len(planted), **decide(planted, accept, reject)},
-        "score_percentiles": {
-            "genuine": {p: round(float(np.percentile(genuine, p)), 3) for p in (1, 5, 25, 50, 75, 95)},
-            "planted": {p: round(float(np.percentile(planted, p)), 3) for p in (5, 25, 50, 75, 95, 99)},
-        },
+        "thresholds": {"accept_at": settings.REVIEW_ACCEPT_SCORE, "reject_below": settings.REVIEW_REJECT_SCORE},
+        "genuine": {"n": sum(genuine.values()), **genuine},
+        "planted": {"n": len(planted_ids), **planted,
+                    "caught": planted["rejected"] + planted["needs_review"]},
     }
-    g, pl = report["genuine"], report["planted"]
-    print(f"embedder {report['embedder']}, accept >= {accept}, reject < {reject}")
+    print(f"accept >= {settings.REVIEW_ACCEPT_SCORE}, reject < {settings.REVIEW_REJECT_SCORE}")
     print("| photos | n | accepted | needs_review | rejected |\n|---|---|---|---|---|")
-    print(f"| genuine reviews | {g['n']} | {g['accepted']} | {g['needs_review']} | {g['rejected']} |")
-    print(f"| planted (other products) | {pl['n']} | {pl['accepted']} | {pl['needs_review']} | {pl['rejected']} |")
-    print("score percentiles:", json.dumps(report["score_percentiles"]))
+    for name, c in (("genuine reviews", genuine), ("planted (other products)", planted)):
+        print(f"| {name} | {sum(c.values())} | {c['accepted']} | {c['needs_review']} | {c['rejected']} |")
+    print(f"planted caught (rejected or sent to staff): {report['planted']['caught']} of {len(planted_ids)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
-    return report
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from django.db.models import F
 
 from catalog.cleaning import review_image_decide
 from catalog.models import ProductImage, ReviewImage
-from search.models import EmbedderVersion, ImageVector
+from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector
 from vision.imageio import ImageError, decode_image
+from vision.similarity import best_view_score
 
 logger = logging.getLogger(__name__)
 
@@ -101,15 +102,29 @@ def product_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion 
     return len(images)
 
 
-def product_vectors(*, embedder: EmbedderVersion, product_ids: Sequence[int]) -> dict[int, np.ndarray]:
-    """{product_id: [n_views, dim]} of the products' own images, embedding any missing."""
+def product_views(*, embedder: EmbedderVersion, product_ids: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{product_id: (vectors [m, d], ids [m])}: the product's views for review cleaning.
+
+    A product's views are its own images plus its review photos that were not rejected:
+    shoppers' photos of one product in one kind of place resemble each other far more than
+    they resemble a studio shot, so a photo of another product stands out against them
+    (measured in benchmarks/review_cleaning.py). Product images missing a vector are
+    embedded first. Ids are FAISS ids, so a photo can be left out of its own views.
+    """
     missing = ProductImage.objects.filter(product_id__in=product_ids).exclude(vectors__embedder=embedder)
     if missing_ids := list(missing.values_list("pk", flat=True)):
         product_images_embed(image_ids=missing_ids, embedder=embedder)
-    views: dict[int, list[np.ndarray]] = {}
-    for row in ImageVector.objects.filter(embedder=embedder, product_id__in=product_ids, product_image__isnull=False):
-        views.setdefault(row.product_id, []).append(row.as_array())
-    return {pid: np.stack(v) for pid, v in views.items()}
+    rows = (
+        ImageVector.objects.filter(embedder=embedder, product_id__in=product_ids)
+        .exclude(review_image__status=ReviewImage.Status.REJECTED)
+        .values_list("product_id", "product_image_id", "review_image_id", "vector")
+    )
+    views: dict[int, tuple[list, list]] = {}
+    for product_id, image_id, review_id, vector in rows:
+        vecs, ids = views.setdefault(product_id, ([], []))
+        vecs.append(np.frombuffer(bytes(vector), dtype=np.float32))
+        ids.append(image_id if image_id else REVIEW_ID_OFFSET + review_id)
+    return {pid: (np.stack(v), np.asarray(i, dtype=np.int64)) for pid, (v, i) in views.items()}
 
 
 def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion | None = None) -> int:
@@ -121,9 +136,13 @@ def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion |
     vectors = embedder_load(embedder.name).embed(pixels)
     _store_vectors(embedder=embedder, images=reviews, vectors=vectors, field="review_image")
     if embedder.is_active:
-        views = product_vectors(embedder=embedder, product_ids={r.product_id for r in reviews})
+        views = product_views(embedder=embedder, product_ids={r.product_id for r in reviews})
         for review, vec in zip(reviews, vectors):
-            own = views.get(review.product_id)
-            score = float((own @ vec).max()) if own is not None else None
+            score = None  # nothing to compare with: staff decide
+            if review.product_id in views:
+                own_vecs, own_ids = views[review.product_id]
+                best = best_view_score(vec[None, :], own_vecs, query_ids=np.array([REVIEW_ID_OFFSET + review.pk]),
+                                       view_ids=own_ids)[0]
+                score = float(best) if best > -1 else None
             review_image_decide(review=review, score=score)
     return len(reviews)

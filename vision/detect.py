@@ -19,9 +19,10 @@ Detectors:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +40,26 @@ DETECTOR_NAMES = (
     "maskrcnn_resnet50_fpn",
     "none",
 )
+
+
+# NanoDet's output layout (see vision/nanodet.py): class maps then box maps at these strides.
+NANODET_STRIDES = (8, 16, 32)
+NANODET_REG_BINS = 11  # GFL: distances 0..10 strides, one logit per integer distance
+
+# The 80 COCO classes in the order of the class-score maps' last axis.
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+assert len(COCO_CLASSES) == 80
 
 
 @dataclass(frozen=True)
@@ -60,8 +81,14 @@ class Box:
         return (self.x1, self.y1, self.x2, self.y2)
 
     def clip(self, width: float, height: float) -> Box:
-        return Box(min(max(self.x1, 0.0), width), min(max(self.y1, 0.0), height),
-                   min(max(self.x2, 0.0), width), min(max(self.y2, 0.0), height), self.score, self.label)
+        return Box(
+            min(max(self.x1, 0.0), width),
+            min(max(self.y1, 0.0), height),
+            min(max(self.x2, 0.0), width),
+            min(max(self.y2, 0.0), height),
+            self.score,
+            self.label,
+        )
 
     def iou(self, other: Box) -> float:
         iw = min(self.x2, other.x2) - max(self.x1, other.x1)
@@ -168,6 +195,33 @@ def validate_box(box: Sequence[float], width: int, height: int) -> Box:
 
 
 # ----------------------------------------------------------------------------------------
+# NanoDet output decoding (GFL)
+
+
+def decode_nanodet(
+    outputs: Sequence[torch.Tensor], input_size: int = nanodet.INPUT_SIZE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The converted model's six maps -> (boxes [N, 4] x1, y1, x2, y2 in input pixels, scores [N, 80]).
+
+    GFL regression: each side's 11 logits are a distribution over distances 0..10 (in
+    strides) from the cell centre ``(i + 0.5) * stride``; the expected distance is used.
+    """
+    if len(outputs) != 6:
+        raise ValueError(f"expected 6 NanoDet outputs, got {len(outputs)}")
+    scores = torch.cat([o[0] for o in outputs[:3]], dim=0)
+    bins = torch.arange(NANODET_REG_BINS, dtype=torch.float32)
+    boxes = []
+    for reg, stride in zip(outputs[3:], NANODET_STRIDES):
+        cells = input_size // stride
+        assert reg.shape == (1, cells * cells, 4 * NANODET_REG_BINS), f"unexpected box map shape {tuple(reg.shape)}"
+        dist = (reg[0].reshape(-1, 4, NANODET_REG_BINS).softmax(dim=-1) @ bins) * stride  # [HW, 4] l, t, r, b
+        centre = (torch.arange(cells, dtype=torch.float32) + 0.5) * stride
+        cy, cx = (c.reshape(-1) for c in torch.meshgrid(centre, centre, indexing="ij"))
+        boxes.append(torch.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], dim=1))
+    return torch.cat(boxes, dim=0), scores
+
+
+# ----------------------------------------------------------------------------------------
 # Detectors
 
 
@@ -176,9 +230,16 @@ class NanoDetDetector:
 
     name = "nanodet"
 
-    def __init__(self, path: Path | None = None, *, score_threshold: float = 0.3, iou_threshold: float = 0.6,
-                 max_boxes: int = 10, letterbox: bool = True,
-                 model: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        score_threshold: float = 0.3,
+        iou_threshold: float = 0.6,
+        max_boxes: int = 10,
+        letterbox: bool = True,
+        model: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
+    ) -> None:
         # ``model`` stands in for the TorchScript file (tests; an already loaded copy).
         self.model = model if model is not None else nanodet.load_torchscript(path or nanodet_path())
         self.score_threshold = score_threshold
@@ -190,19 +251,26 @@ class NanoDetDetector:
         size = nanodet.INPUT_SIZE
         tensor, scale, (pad_x, pad_y) = _to_square(image, size, self.letterbox)
         with torch.inference_mode():
-            coords, scores = nanodet.decode(self.model(tensor), size)
+            coords, scores = decode_nanodet(self.model(tensor), size)
         best, labels = scores.max(dim=1)
         keep = torch.nonzero(best >= self.score_threshold).flatten()
         sx, sy = scale
         coords = (coords[keep] - torch.tensor([pad_x, pad_y, pad_x, pad_y])) / torch.tensor([sx, sy, sx, sy])
         boxes = [
-            Box(*c, score=s, label=nanodet.COCO_CLASSES[k]).clip(*image.size)
+            Box(*c, score=s, label=COCO_CLASSES[k]).clip(*image.size)
             for c, s, k in zip(coords.tolist(), best[keep].tolist(), labels[keep].tolist())
         ]
         return nms(boxes, self.iou_threshold, self.max_boxes)
 
 
-def _to_square(image: Image.Image, size: int, letterbox: bool) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int]]:
+# PIL box-reduces by an integer factor first, then resamples the rest: 5 ms instead of
+# 8 ms for a 1024-px photo (one thread), with no visible change at detector resolution.
+_REDUCING_GAP = 1.0
+
+
+def _to_square(
+    image: Image.Image, size: int, letterbox: bool
+) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int]]:
     """RGB 0..1 tensor [1, 3, size, size], the x/y scale applied, and the x/y padding."""
     image = image.convert("RGB")
     w, h = image.size
@@ -213,14 +281,17 @@ def _to_square(image: Image.Image, size: int, letterbox: bool) -> tuple[torch.Te
         # Pad with the model's mean colour, which its normalisation maps to (about) 0: the
         # same as the zero padding its convolutions see at the borders.
         canvas = Image.new("RGB", (size, size), tuple(round(c) for c in nanodet.BGR_MEAN[::-1]))
-        canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0), (pad_x, pad_y))
+        canvas.paste(
+            image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=_REDUCING_GAP), (pad_x, pad_y)
+        )
         scale = (new_w / w, new_h / h)
     else:
-        canvas = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        canvas = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=_REDUCING_GAP)
         pad_x = pad_y = 0
         scale = (size / w, size / h)
-    pixels = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
-    return pixels.permute(2, 0, 1).unsqueeze(0).contiguous(), scale, (pad_x, pad_y)
+    # NCHW-contiguous (not a permuted HWC view): the model runs ~10% slower on channels-last.
+    pixels = torch.from_numpy(np.array(canvas, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).contiguous()
+    return pixels.float().div_(255.0), scale, (pad_x, pad_y)
 
 
 def _torchvision_builders() -> dict[str, tuple[Callable[..., Any], Any]]:
@@ -228,7 +299,9 @@ def _torchvision_builders() -> dict[str, tuple[Callable[..., Any], Any]]:
 
     return {
         "fasterrcnn_mobilenet_v3_large_320_fpn": (
-            d.fasterrcnn_mobilenet_v3_large_320_fpn, d.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1),
+            d.fasterrcnn_mobilenet_v3_large_320_fpn,
+            d.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
+        ),
         "fasterrcnn_resnet50_fpn": (d.fasterrcnn_resnet50_fpn, d.FasterRCNN_ResNet50_FPN_Weights.COCO_V1),
         "maskrcnn_resnet50_fpn": (d.maskrcnn_resnet50_fpn, d.MaskRCNN_ResNet50_FPN_Weights.COCO_V1),
     }
@@ -237,8 +310,9 @@ def _torchvision_builders() -> dict[str, tuple[Callable[..., Any], Any]]:
 class TorchvisionDetector:
     """torchvision's COCO detectors, from checkpoints already in the torch hub cache."""
 
-    def __init__(self, name: str, *, score_threshold: float = 0.3, iou_threshold: float = 0.6,
-                 max_boxes: int = 10) -> None:
+    def __init__(
+        self, name: str, *, score_threshold: float = 0.3, iou_threshold: float = 0.6, max_boxes: int = 10
+    ) -> None:
         builders = _torchvision_builders()
         if name not in builders:
             raise ValueError(f"unknown torchvision detector {name!r}; known: {', '.join(builders)}")
@@ -285,7 +359,22 @@ def make_detector(name: str = "nanodet", **options: Any) -> Detector:
 
 
 __all__ = [
-    "Box", "BoxChoice", "Detector", "NanoDetDetector", "NoDetector", "TorchvisionDetector",
-    "WeightsUnavailable", "DETECTOR_NAMES", "choose_box", "detect_with_whole_image", "make_detector",
-    "nms", "validate_box", "whole_image_box",
+    "COCO_CLASSES",
+    "DETECTOR_NAMES",
+    "NANODET_REG_BINS",
+    "NANODET_STRIDES",
+    "Box",
+    "BoxChoice",
+    "Detector",
+    "NanoDetDetector",
+    "NoDetector",
+    "TorchvisionDetector",
+    "WeightsUnavailable",
+    "choose_box",
+    "decode_nanodet",
+    "detect_with_whole_image",
+    "make_detector",
+    "nms",
+    "validate_box",
+    "whole_image_box",
 ]

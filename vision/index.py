@@ -607,6 +607,8 @@ def tune_nprobe(
 
     failing, passing = 0, 1
     while recall(passing) < target_recall and passing < nlist:
+        if failing >= 2 and recall(passing) - recall(failing // 2) < 1e-4:
+            break  # flat over two doublings: a compression ceiling, not an nprobe problem
         failing, passing = passing, min(2 * passing, nlist)
     reached = recall(passing) >= target_recall
     if reached:

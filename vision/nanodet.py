@@ -6,7 +6,8 @@ Rather than re-typing the architecture by hand and hoping the layer order matche
 weights, :class:`TfjsGraph` executes the graph's own ops with PyTorch functions. It runs
 once, at set-up time (``python -m vision.weights``), and is traced to a TorchScript file,
 so run-time code needs neither the JSON nor this interpreter: it loads the file
-(:func:`load_torchscript`), feeds it RGB in 0..1 and calls :func:`decode` on the outputs.
+(:func:`load_torchscript`), feeds it RGB in 0..1 and decodes the outputs
+(:func:`vision.detect.decode_nanodet`).
 
 Facts about this graph (read from nanodet.json, checked against @tensorflow/tfjs):
 
@@ -23,9 +24,10 @@ import base64
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,26 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 INPUT_SIZE = 416
-STRIDES = (8, 16, 32)
-NUM_CLASSES = 80
-REG_BINS = 11  # GFL: distances 0..10 strides, one logit per integer distance
-OUTPUT_NAMES = ("Identity", "Identity_1", "Identity_2", "Identity_3", "Identity_4", "Identity_5")
 INPUT_NAME = "input_1"
-
-# The 80 COCO classes in the order of the class-score maps' last axis.
-COCO_CLASSES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
-assert len(COCO_CLASSES) == NUM_CLASSES
+OUTPUT_NAMES = ("Identity", "Identity_1", "Identity_2", "Identity_3", "Identity_4", "Identity_5")
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 REFERENCE_JSON = DATA_DIR / "nanodet_reference.json"
@@ -149,8 +133,13 @@ class TfjsGraph(nn.Module):
     Python values, so :func:`torch.jit.trace` records a flat sequence of tensor ops.
     """
 
-    def __init__(self, model_json: dict[str, Any], weights: dict[str, np.ndarray],
-                 input_name: str = INPUT_NAME, output_names: tuple[str, ...] = OUTPUT_NAMES) -> None:
+    def __init__(
+        self,
+        model_json: dict[str, Any],
+        weights: dict[str, np.ndarray],
+        input_name: str = INPUT_NAME,
+        output_names: tuple[str, ...] = OUTPUT_NAMES,
+    ) -> None:
         super().__init__()
         nodes = {n["name"]: n for n in model_json["modelTopology"]["node"]}
         self.input_ref = _ref(input_name)
@@ -243,8 +232,14 @@ def _fold(op: str, args: list[np.ndarray], attr: dict[str, Any], name: str) -> l
     raise ConversionError(f"cannot fold constant op {op} ({name})")
 
 
-def _build_step(name: str, op: str, attr: dict[str, Any], inputs: list[str],
-                consts: dict[str, np.ndarray], buffer: Callable[[np.ndarray], str]) -> _Step:
+def _build_step(
+    name: str,
+    op: str,
+    attr: dict[str, Any],
+    inputs: list[str],
+    consts: dict[str, np.ndarray],
+    buffer: Callable[[np.ndarray], str],
+) -> _Step:
     """Turn a node with run-time inputs into a step; constant arguments become params."""
 
     def const(i: int) -> np.ndarray:
@@ -263,13 +258,18 @@ def _build_step(name: str, op: str, attr: dict[str, Any], inputs: list[str],
         if padding not in ("SAME", "VALID"):
             raise ConversionError(f"{name}: padding {padding} is not supported")
         # TF allows grouped convolution in Conv2D: the filter's input depth divides the input's.
-        return _Step(name, op, inputs[:1], {
-            "weight": buffer(kernel.transpose(3, 2, 0, 1)),
-            "in_per_group": int(kernel.shape[2]),
-            "stride": _attr_list(attr, "strides")[1:3] or [1, 1],
-            "dilation": _attr_list(attr, "dilations")[1:3] or [1, 1],
-            "padding": [kh // 2, kw // 2] if padding == "SAME" else [0, 0],
-        })
+        return _Step(
+            name,
+            op,
+            inputs[:1],
+            {
+                "weight": buffer(kernel.transpose(3, 2, 0, 1)),
+                "in_per_group": int(kernel.shape[2]),
+                "stride": _attr_list(attr, "strides")[1:3] or [1, 1],
+                "dilation": _attr_list(attr, "dilations")[1:3] or [1, 1],
+                "padding": [kh // 2, kw // 2] if padding == "SAME" else [0, 0],
+            },
+        )
     if op in ("Add", "AddV2"):
         live = [i for i in inputs if i not in consts]
         params = {"const": buffer(consts[inputs[1] if inputs[0] in live else inputs[0]])} if len(live) == 1 else {}
@@ -319,8 +319,14 @@ def _fuse_convolutions(steps: list[_Step], outputs: list[str], module: nn.Module
             continue
         tr = by_ref.get(st.inputs[0])
         pad = by_ref.get(tr.inputs[0]) if tr is not None and tr.op == "Transpose" else None
-        if (pad is not None and pad.op == "Pad" and tr.params["perm"] == [0, 2, 3, 1]
-                and pad.params["value"] == 0.0 and users[st.inputs[0]] == 1 and users[tr.inputs[0]] == 1):
+        if (
+            pad is not None
+            and pad.op == "Pad"
+            and tr.params["perm"] == [0, 2, 3, 1]
+            and pad.params["value"] == 0.0
+            and users[st.inputs[0]] == 1
+            and users[tr.inputs[0]] == 1
+        ):
             left, right, top, bottom, *rest = pad.params["pad"]
             if left == right and top == bottom and not any(rest) and st.params["padding"] == [0, 0]:
                 st.inputs = list(pad.inputs)
@@ -470,9 +476,11 @@ def reference_input() -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float() / 255.0
 
 
-def check_against_reference(model: Callable[[Tensor], tuple[Tensor, ...]],
-                            reference_path: Path = REFERENCE_JSON,
-                            tolerance: float = REFERENCE_TOLERANCE) -> float:
+def check_against_reference(
+    model: Callable[[Tensor], tuple[Tensor, ...]],
+    reference_path: Path = REFERENCE_JSON,
+    tolerance: float = REFERENCE_TOLERANCE,
+) -> float:
     """Compare ``model(reference_input())`` with the tfjs summary; return the worst difference.
 
     The summary holds, per output, its shape and mean and the values at ~60 flat indices
@@ -494,28 +502,3 @@ def check_against_reference(model: Callable[[Tensor], tuple[Tensor, ...]],
             f"converted NanoDet differs from the tfjs reference by {worst:.2e} (tolerance {tolerance:.0e})"
         )
     return worst
-
-
-# ----------------------------------------------------------------------------------------
-# Output decoding (GFL)
-
-
-def decode(outputs: tuple[Tensor, ...] | list[Tensor], input_size: int = INPUT_SIZE) -> tuple[Tensor, Tensor]:
-    """The six raw maps -> (boxes [N, 4] as x1, y1, x2, y2 in input pixels, scores [N, 80]).
-
-    GFL regression: each side's 11 logits are a distribution over distances 0..10 (in
-    strides) from the cell centre ``(i + 0.5) * stride``; the expected distance is used.
-    """
-    if len(outputs) != 6:
-        raise ValueError(f"expected 6 NanoDet outputs, got {len(outputs)}")
-    scores = torch.cat([o[0] for o in outputs[:3]], dim=0)
-    bins = torch.arange(REG_BINS, dtype=torch.float32)
-    boxes = []
-    for reg, stride in zip(outputs[3:], STRIDES):
-        cells = input_size // stride
-        assert reg.shape == (1, cells * cells, 4 * REG_BINS), f"unexpected box map shape {tuple(reg.shape)}"
-        dist = (reg[0].reshape(-1, 4, REG_BINS).softmax(dim=-1) @ bins) * stride  # [HW, 4] l, t, r, b
-        centre = (torch.arange(cells, dtype=torch.float32) + 0.5) * stride
-        cy, cx = (c.reshape(-1) for c in torch.meshgrid(centre, centre, indexing="ij"))
-        boxes.append(torch.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], dim=1))
-    return torch.cat(boxes, dim=0), scores

