@@ -363,13 +363,7 @@ def _maxpool(m: nn.Module, a: list[Tensor], p: dict[str, Any]) -> Tensor:
 
 def _resize(m: nn.Module, a: list[Tensor], p: dict[str, Any]) -> Tensor:
     x = a[0].permute(0, 3, 1, 2)
-    if list(p["size"]) == [2 * x.shape[2], 2 * x.shape[3]]:
-        # The FPN's fixed sizes are exact 2x upsamplings; as a scale factor (same numbers)
-        # the traced model also runs at other multiples of 32 than 416.
-        y = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-    else:
-        y = F.interpolate(x, size=p["size"], mode="bilinear", align_corners=False)
-    return y.permute(0, 2, 3, 1)
+    return F.interpolate(x, size=p["size"], mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
 
 
 _RUNTIME: dict[str, Callable[[nn.Module, list[Tensor], dict[str, Any]], Tensor | tuple[Tensor, ...]]] = {
