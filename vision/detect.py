@@ -9,7 +9,8 @@ caller overrides the choice; :func:`validate_box` checks such a box.
 Detectors:
 
 - ``nanodet`` (default): NanoDet COCO at 416x416, the TorchScript file made by
-  ``python -m vision.weights``; about 50 ms on one core.
+  ``python -m vision.weights``. 2.1 GMAC: measured 68-77 ms of CPU per photo on one thread
+  of these 2-core AVX2 machines (under load); its convolutions alone need ~46 ms at peak.
 - ``fasterrcnn_mobilenet_v3_large_320_fpn``, ``fasterrcnn_resnet50_fpn``,
   ``maskrcnn_resnet50_fpn``: torchvision's models, when their checkpoints are in the torch
   hub cache (copied there by hand: nothing is downloaded).
@@ -141,6 +142,9 @@ class BoxChoice:
     centrality = 1 at the image centre, 0 at a corner. With the defaults the whole image
     (centrality 1, area 1, score 0) scores 0.5, so a detection must be fairly confident and
     central to beat it: e.g. score 0.45, centre at 10% of the half-diagonal, 30% of the area.
+    Measured with NanoDet on the 81 Grocery Store catalog photos (one product on white):
+    the chosen box has IoU > 0.7 with the product's pixels in 81% of them (median 0.89);
+    the top-scoring detection alone in 62% (median 0.86).
     """
 
     w_center: float = 0.3
