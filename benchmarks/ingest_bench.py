@@ -61,8 +61,15 @@ def main() -> None:
         t1 = time.perf_counter()
         index_sync(embedder=active)
         t2 = time.perf_counter()
-        results.append({"batch": batch, "photos": done, "embed_s": round(t1 - t0, 2), "index_s": round(t2 - t1, 3),
-                        "photos_per_s": round(done / (t2 - t0), 1)})
+        results.append(
+            {
+                "batch": batch,
+                "photos": done,
+                "embed_s": round(t1 - t0, 2),
+                "index_s": round(t2 - t1, 3),
+                "photos_per_s": round(done / (t2 - t0), 1),
+            }
+        )
         print(results[-1], flush=True)
     report = {"embedder": active.version, "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0), "runs": results}
     print("| batch | photos | embed s | index s | photos/s |\n|---|---|---|---|---|")

@@ -33,7 +33,6 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-from vision.detect import make_detector  # noqa: E402
 from vision.embed import make_embedder  # noqa: E402
 from vision.index import VectorIndex  # noqa: E402
 from vision.pipeline import SearchConfig, SearchPipeline, image_bytes  # noqa: E402

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", default=DEFAULT_ROWS, help="comma-separated embedder/detector pairs")
     p.add_argument("--gallery", choices=("both", "catalog", "reviews"), default="both",
                    help="catalog: catalog/ only; reviews: catalog/ + reviews/; both: one row each")
-    p.add_argument("--cache", type=Path, default=None, help="embedding cache dir (default: <model dir>/embedding-cache)")
+    p.add_argument("--cache", type=Path, default=None, help="embedding cache (default: <model dir>/embedding-cache)")
     p.add_argument("--max-queries", type=int, default=None, help="evenly spread subset (quick checks)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/out/quality_bench.json"))
     p.add_argument("--examples", type=Path, default=None, help="folder for PNG grids of example queries")
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"Folder: {args.folder}; one torch thread; cache {cache}",
         "",
-        "| embedder / detector | gallery | queries | R@1 | R@5 | R@10 | MRR | crop rate | detect p50 ms | embed p50 ms |",
+        "| embedder / detector | gallery | queries | R@1 | R@5 | R@10 | MRR | crop rate "
+        "| detect p50 ms | embed p50 ms |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     out: dict[str, object] = {

@@ -55,8 +55,7 @@ def main() -> None:
     report = {
         "thresholds": {"accept_at": settings.REVIEW_ACCEPT_SCORE, "reject_below": settings.REVIEW_REJECT_SCORE},
         "genuine": {"n": sum(genuine.values()), **genuine},
-        "planted": {"n": len(planted_ids), **planted,
-                    "caught": planted["rejected"] + planted["needs_review"]},
+        "planted": {"n": len(planted_ids), **planted, "caught": planted["rejected"] + planted["needs_review"]},
     }
     print(f"accept >= {settings.REVIEW_ACCEPT_SCORE}, reject < {settings.REVIEW_REJECT_SCORE}")
     print("| photos | n | accepted | needs_review | rejected |\n|---|---|---|---|---|")

@@ -105,7 +105,11 @@ class ProductAdmin(MerchantScopedAdmin):
     list_display = ["preview", "title", "sku", "merchant", "category", "price", "currency", "stock", "is_active"]
     list_display_links = ["preview", "title"]
     list_editable = ["is_active"]
-    list_filter = ["is_active", ("merchant", admin.RelatedOnlyFieldListFilter), ("category", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        "is_active",
+        ("merchant", admin.RelatedOnlyFieldListFilter),
+        ("category", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["title", "sku", "description"]
     list_select_related = ["merchant", "category"]
     readonly_fields = ["created_at", "updated_at"]
@@ -187,14 +191,32 @@ class ReviewImageAdmin(MerchantScopedAdmin):
     change_list_template = "admin/catalog/reviewimage/change_list.html"
     list_display = ["preview", "product", "status", "score", "auto_status", "staff_label", "labeled_by", "uploaded_at"]
     list_select_related = ["product", "labeled_by"]
-    list_filter = [SpotCheckFilter, "status", "auto_status", "staff_label",
-                   ("product__merchant", admin.RelatedOnlyFieldListFilter)]
+    list_filter = [
+        SpotCheckFilter,
+        "status",
+        "auto_status",
+        "staff_label",
+        ("product__merchant", admin.RelatedOnlyFieldListFilter),
+    ]
     search_fields = ["product__title", "product__sku", "sha256"]
     autocomplete_fields = ["product"]
     date_hierarchy = "uploaded_at"
-    readonly_fields = ["preview_large", "product_images", "width", "height", "sha256", "phash", "score",
-                       "auto_status", "spot_check", "spot_check_agrees", "staff_label", "labeled_by", "labeled_at",
-                       "uploaded_at"]
+    readonly_fields = [
+        "preview_large",
+        "product_images",
+        "width",
+        "height",
+        "sha256",
+        "phash",
+        "score",
+        "auto_status",
+        "spot_check",
+        "spot_check_agrees",
+        "staff_label",
+        "labeled_by",
+        "labeled_at",
+        "uploaded_at",
+    ]
     actions = ["label_accepted", "label_rejected"]
 
     @admin.display(description="photo")
@@ -222,8 +244,11 @@ class ReviewImageAdmin(MerchantScopedAdmin):
         view = self.admin_site.admin_view
         return [
             path("spot-check/", view(self.spot_check_view), name="catalog_reviewimage_spot_check"),
-            path("<int:pk>/spot-check/", view(require_POST(self.spot_check_answer)),
-                 name="catalog_reviewimage_spot_check_answer"),
+            path(
+                "<int:pk>/spot-check/",
+                view(require_POST(self.spot_check_answer)),
+                name="catalog_reviewimage_spot_check_answer",
+            ),
             *super().get_urls(),
         ]
 

@@ -21,7 +21,7 @@ def merchant_get_or_create(*, name: str) -> Merchant:
 
 
 def category_get_or_create_path(*, path: str) -> Category | None:
-    """"Fruit/Apple" -> the Apple category under Fruit, creating both if needed."""
+    """ "Fruit/Apple" -> the Apple category under Fruit, creating both if needed."""
     parent = None
     for name in (part.strip() for part in path.split("/")):
         if not name:

@@ -141,8 +141,9 @@ def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion |
             score = None  # nothing to compare with: staff decide
             if review.product_id in views:
                 own_vecs, own_ids = views[review.product_id]
-                best = best_view_score(vec[None, :], own_vecs, query_ids=np.array([REVIEW_ID_OFFSET + review.pk]),
-                                       view_ids=own_ids)[0]
+                best = best_view_score(
+                    vec[None, :], own_vecs, query_ids=np.array([REVIEW_ID_OFFSET + review.pk]), view_ids=own_ids
+                )[0]
                 score = float(best) if best > -1 else None
             review_image_decide(review=review, score=score)
     return len(reviews)

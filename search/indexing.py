@@ -99,13 +99,12 @@ def index_rebuild(*, embedder: EmbedderVersion, progress: Callable[[Iterable], I
     with transaction.atomic():
         EmbedderVersion.objects.select_for_update().get(pk=embedder.pk)
         wanted = _wanted_ids(embedder)
-        parts = [
-            _vectors_for(embedder, wanted[s : s + CHUNK]) for s in progress(range(0, len(wanted), CHUNK))
-        ]
+        parts = [_vectors_for(embedder, wanted[s : s + CHUNK]) for s in progress(range(0, len(wanted), CHUNK))]
         vectors = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, embedder.dim), np.float32)
         ids = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-        index = VectorIndex.build(vectors, ids, factory=choose_factory(max(len(ids), 1), embedder.dim),
-                                  version=embedder.version)
+        index = VectorIndex.build(
+            vectors, ids, factory=choose_factory(max(len(ids), 1), embedder.dim), version=embedder.version
+        )
         path = index_path(embedder=embedder)
         path.parent.mkdir(parents=True, exist_ok=True)
         index.save(path)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from search.models import EmbedderVersion, ImageVector, REVIEW_ID_OFFSET
+from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ _checked_at = 0.0
 
 
 def _image_to_product(embedder: EmbedderVersion) -> dict[int, int]:
-    rows = ImageVector.objects.filter(embedder=embedder).values_list("product_image_id", "review_image_id", "product_id")
+    rows = ImageVector.objects.filter(embedder=embedder).values_list(
+        "product_image_id", "review_image_id", "product_id"
+    )
     return {(p if p else REVIEW_ID_OFFSET + r): pid for p, r, pid in rows}
 
 

@@ -25,7 +25,9 @@ class EmbedderVersion(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_embedder"),
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="one_active_embedder"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -37,8 +39,12 @@ class ImageVector(models.Model):
 
     embedder = models.ForeignKey(EmbedderVersion, on_delete=models.CASCADE, related_name="vectors")
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
-    product_image = models.ForeignKey(ProductImage, null=True, blank=True, on_delete=models.CASCADE, related_name="vectors")
-    review_image = models.ForeignKey(ReviewImage, null=True, blank=True, on_delete=models.CASCADE, related_name="vectors")
+    product_image = models.ForeignKey(
+        ProductImage, null=True, blank=True, on_delete=models.CASCADE, related_name="vectors"
+    )
+    review_image = models.ForeignKey(
+        ReviewImage, null=True, blank=True, on_delete=models.CASCADE, related_name="vectors"
+    )
     image_sha256 = models.CharField(max_length=64, help_text="content the vector was computed from")
     vector = models.BinaryField()
     created_at = models.DateTimeField(auto_now_add=True)

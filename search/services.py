@@ -32,16 +32,19 @@ def embed_sweep() -> tuple[int, bool]:
     for kind in ("product", "review"):
         model = _MODELS[kind]
         for _ in range(SWEEP_BATCHES):
-            ids = list(model.objects.filter(needs_embedding=True).order_by("pk").values_list("pk", flat=True)[:EMBED_BATCH])
+            ids = list(
+                model.objects.filter(needs_embedding=True).order_by("pk").values_list("pk", flat=True)[:EMBED_BATCH]
+            )
             if not ids:
                 break
             n = images_embed(kind=kind, image_ids=ids)
             done += n
             if n < len(ids):  # unreadable files: don't pick them up forever
                 model.objects.filter(pk__in=ids, needs_embedding=True).update(needs_embedding=False)
-    more = ProductImage.objects.filter(needs_embedding=True).exists() or ReviewImage.objects.filter(
-        needs_embedding=True
-    ).exists()
+    more = (
+        ProductImage.objects.filter(needs_embedding=True).exists()
+        or ReviewImage.objects.filter(needs_embedding=True).exists()
+    )
     return done, more
 
 

@@ -63,7 +63,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 def start_postgres() -> str:
-    bins = sorted(glob.glob(PG_BIN_GLOB), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
+    bins = sorted(
+        glob.glob(PG_BIN_GLOB), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0
+    )
     if not bins:
         raise ServiceUnavailable("PostgreSQL is not installed (apt-get install postgresql)")
     bin_dir = Path(bins[-1])
@@ -73,17 +75,35 @@ def start_postgres() -> str:
         shutil.chown(tmp, "postgres", "postgres")
     port = _free_port()
     subprocess.run(
-        _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                      "--locale=C.UTF-8", "--no-sync"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
-    opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=50"
+    opts = (
+        f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=50"
+    )
     proc = subprocess.run(
         _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o", opts, "start"]),
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
-        raise ServiceUnavailable(f"PostgreSQL did not start: {proc.stderr or proc.stdout} {log.read_text() if log.exists() else ''}")
+        raise ServiceUnavailable(
+            f"PostgreSQL did not start: {proc.stderr or proc.stdout} {log.read_text() if log.exists() else ''}"
+        )
     _started.append(("postgres", None, tmp))
     _wait_port(port, 15)
     return f"postgres://postgres@127.0.0.1:{port}/visualshop"
@@ -97,7 +117,8 @@ def start_redis() -> str:
     port = _free_port()
     proc = subprocess.Popen(
         [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=open(tmp / "redis.log", "wb"), stderr=subprocess.STDOUT,
+        stdout=open(tmp / "redis.log", "wb"),
+        stderr=subprocess.STDOUT,
     )
     _started.append(("redis", proc, tmp))
     _wait_port(port, 10)
@@ -109,8 +130,10 @@ def _stop_all() -> None:
         name, proc, tmp = _started.pop()
         if name == "postgres":
             bin_dir = sorted(glob.glob(PG_BIN_GLOB))[-1]
-            subprocess.run(_as_postgres([f"{bin_dir}/pg_ctl", "-D", str(tmp / "data"), "-m", "immediate", "stop"]),
-                           capture_output=True)
+            subprocess.run(
+                _as_postgres([f"{bin_dir}/pg_ctl", "-D", str(tmp / "data"), "-m", "immediate", "stop"]),
+                capture_output=True,
+            )
         elif proc is not None:
             proc.terminate()
             try:

@@ -9,20 +9,33 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_critical_settings_exist():
-    for name in ["SECRET_KEY", "DATABASES", "MEDIA_ROOT", "ALLOWED_HOSTS", "CELERY_BROKER_URL",
-                 "CELERY_TASK_ACKS_LATE", "CELERY_TASK_ALWAYS_EAGER", "CELERY_BEAT_SCHEDULE"]:
+    for name in [
+        "SECRET_KEY",
+        "DATABASES",
+        "MEDIA_ROOT",
+        "ALLOWED_HOSTS",
+        "CELERY_BROKER_URL",
+        "CELERY_TASK_ACKS_LATE",
+        "CELERY_TASK_ALWAYS_EAGER",
+        "CELERY_BEAT_SCHEDULE",
+    ]:
         assert hasattr(settings, name), name
     assert settings.CELERY_TASK_ACKS_LATE is True
 
 
 def _run_manage(*args: str, env: dict) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_URL"))}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=clean | env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=clean | env, capture_output=True, text=True
+    )
 
 
 def test_check_deploy_is_clean_with_production_settings():
     result = _run_manage(
-        "check", "--deploy", "--fail-level", "WARNING",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
         env={
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": "x" * 30 + "a-long-random-production-secret-key-value",
@@ -42,8 +55,17 @@ def test_check_deploy_flags_the_development_key():
 
 def test_environment_selects_the_services():
     result = _run_manage(
-        "shell", "-v0", "-c",
-        "from django.conf import settings as s; print(s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, s.MEDIA_ROOT)",
-        env={"DATABASE_URL": "postgres://u:p@db:5432/x", "CELERY_BROKER_URL": "redis://r:6379/0", "MEDIA_ROOT": "/srv/media"},
+        "shell",
+        "-v0",
+        "-c",
+        "from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.CELERY_TASK_ALWAYS_EAGER, s.MEDIA_ROOT)",
+        env={
+            "DATABASE_URL": "postgres://u:p@db:5432/x",
+            "CELERY_BROKER_URL": "redis://r:6379/0",
+            "MEDIA_ROOT": "/srv/media",
+        },
     )
-    assert result.stdout.strip().splitlines()[-1].split() == ["django.db.backends.postgresql", "False", "/srv/media"], result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == ["django.db.backends.postgresql", "False", "/srv/media"], (
+        result.stderr
+    )

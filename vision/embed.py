@@ -228,7 +228,7 @@ def _strip_classifier(model: nn.Module, arch: str) -> nn.Module:
         if isinstance(m, nn.Sequential):
             layers = list(m)
             cut = next((i for i, layer in enumerate(layers) if isinstance(layer, nn.Linear)), len(layers))
-            setattr(model, attr, nn.Sequential(*[l for l in layers[:cut] if not isinstance(l, nn.Dropout)]))
+            setattr(model, attr, nn.Sequential(*[x for x in layers[:cut] if not isinstance(x, nn.Dropout)]))
             return model
     raise ValueError(f"don't know how to take pooled features from {arch}")
 

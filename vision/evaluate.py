@@ -32,6 +32,7 @@ from vision.embed import Embedder, make_embedder
 from vision.imageio import ImageError, decode_image
 from vision.index import VectorIndex
 from vision.pipeline import SearchConfig, SearchPipeline
+from vision.weights import model_dir
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 RECALL_AT = (1, 5, 10)
@@ -142,8 +143,6 @@ class EmbeddingCache:
 
 def default_cache_dir() -> Path:
     """``<model dir>/embedding-cache`` (vision.weights decides where models live)."""
-    from vision.weights import model_dir
-
     return Path(model_dir()) / "embedding-cache"
 
 
@@ -290,11 +289,11 @@ def evaluate_folder(
     if isinstance(detector, str):
         config = replace(config, detector=detector)
         detector = None
-    detector_name = config.detector if detector is None else getattr(detector, "name", type(detector).__name__)
     det = make_detector(config.detector) if detector is None else detector
+    detector_name = getattr(det, "name", type(det).__name__)
     emb = make_embedder(embedder) if isinstance(embedder, str) else embedder
-    # Report at least 10 products per query so that recall@10 is measurable.
-    config = replace(config, k=max(config.k, max(RECALL_AT)))
+    # The report's config says what ran; at least 10 products per query so recall@10 is measurable.
+    config = replace(config, detector=detector_name, k=max(config.k, max(RECALL_AT)))
 
     data = scan_folder(folder)
     if not data.catalog:

@@ -114,9 +114,7 @@ def decode_image(
     if width < 1 or height < 1:
         raise NotAnImage("the image has no pixels")
     if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"the image is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels"
-        )
+        raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
     try:
         img = Image.open(io.BytesIO(data))
         if max_side and fmt == "JPEG":

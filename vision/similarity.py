@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def best_view_score(queries: np.ndarray, views: np.ndarray, *, query_ids: np.ndarray, view_ids: np.ndarray) -> np.ndarray:
+def best_view_score(
+    queries: np.ndarray, views: np.ndarray, *, query_ids: np.ndarray, view_ids: np.ndarray
+) -> np.ndarray:
     """For each query vector, the best cosine similarity over ``views``, leaving out the
     view that is the query itself (same id). Rows are L2-normalised. Returns float32 [n];
     -1 where no other view exists."""

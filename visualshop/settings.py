@@ -168,7 +168,10 @@ CELERY_BEAT_SCHEDULE = {
     "embed-sweep": {"task": "search.tasks.embed_sweep_task", "schedule": env.float("VISUALSHOP_SWEEP_SECONDS", 60.0)},
     # The bound on how long a deactivated product can still be found: this interval plus
     # INDEX_RELOAD_SECONDS (a sync is also queued at once when a product changes).
-    "index-sync": {"task": "search.tasks.index_sync_task", "schedule": env.float("VISUALSHOP_INDEX_SYNC_SECONDS", 30.0)},
+    "index-sync": {
+        "task": "search.tasks.index_sync_task",
+        "schedule": env.float("VISUALSHOP_INDEX_SYNC_SECONDS", 30.0),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / "celerybeat-schedule"))
 # A task taken by a worker that dies unacknowledged goes back to the queue after this long

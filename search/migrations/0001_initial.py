@@ -5,47 +5,95 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('catalog', '0001_initial'),
+        ("catalog", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='EmbedderVersion',
+            name="EmbedderVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.CharField(help_text='derived from the weights and preprocessing', max_length=64, unique=True)),
-                ('name', models.CharField(help_text='vision.embed.make_embedder name or checkpoint path', max_length=500)),
-                ('dim', models.PositiveIntegerField()),
-                ('is_active', models.BooleanField(default=False)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('index_generation', models.PositiveIntegerField(default=0)),
-                ('index_count', models.PositiveIntegerField(default=0)),
-                ('index_updated_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "version",
+                    models.CharField(
+                        help_text="derived from the weights and preprocessing", max_length=64, unique=True
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(help_text="vision.embed.make_embedder name or checkpoint path", max_length=500),
+                ),
+                ("dim", models.PositiveIntegerField()),
+                ("is_active", models.BooleanField(default=False)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("index_generation", models.PositiveIntegerField(default=0)),
+                ("index_count", models.PositiveIntegerField(default=0)),
+                ("index_updated_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_active', True)), fields=('is_active',), name='one_active_embedder')],
+                "ordering": ["-created_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_active", True)), fields=("is_active",), name="one_active_embedder"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ImageVector',
+            name="ImageVector",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('image_sha256', models.CharField(help_text='content the vector was computed from', max_length=64)),
-                ('vector', models.BinaryField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('embedder', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='vectors', to='search.embedderversion')),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='catalog.product')),
-                ('product_image', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='vectors', to='catalog.productimage')),
-                ('review_image', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='vectors', to='catalog.reviewimage')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("image_sha256", models.CharField(help_text="content the vector was computed from", max_length=64)),
+                ("vector", models.BinaryField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "embedder",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="vectors", to="search.embedderversion"
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="catalog.product"
+                    ),
+                ),
+                (
+                    "product_image",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="vectors",
+                        to="catalog.productimage",
+                    ),
+                ),
+                (
+                    "review_image",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="vectors",
+                        to="catalog.reviewimage",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('product_image__isnull', True), ('review_image__isnull', True), _connector='XOR'), name='vector_of_exactly_one_image'), models.UniqueConstraint(fields=('embedder', 'product_image'), name='one_vector_per_product_image'), models.UniqueConstraint(fields=('embedder', 'review_image'), name='one_vector_per_review_image')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("product_image__isnull", True), ("review_image__isnull", True), _connector="XOR"
+                        ),
+                        name="vector_of_exactly_one_image",
+                    ),
+                    models.UniqueConstraint(fields=("embedder", "product_image"), name="one_vector_per_product_image"),
+                    models.UniqueConstraint(fields=("embedder", "review_image"), name="one_vector_per_review_image"),
+                ],
             },
         ),
     ]

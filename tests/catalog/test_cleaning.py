@@ -13,8 +13,14 @@ POLICY = CleaningPolicy(accept_at=0.8, reject_below=0.6, spot_check_fraction=0.0
 
 @pytest.mark.parametrize(
     "score,status",
-    [(0.95, "accepted"), (0.8, "accepted"), (0.7, "needs_review"), (0.6, "needs_review"), (0.59, "rejected"),
-     (None, "needs_review")],
+    [
+        (0.95, "accepted"),
+        (0.8, "accepted"),
+        (0.7, "needs_review"),
+        (0.6, "needs_review"),
+        (0.59, "rejected"),
+        (None, "needs_review"),
+    ],
 )
 def test_thresholds_decide(score, status):
     review = review_image_decide(review=ReviewImageFactory(), score=score, policy=POLICY)
@@ -31,8 +37,10 @@ def test_a_staff_label_is_not_overridden_by_a_new_score():
 def test_a_fraction_of_automatic_decisions_is_sampled():
     policy = CleaningPolicy(accept_at=0.8, reject_below=0.6, spot_check_fraction=0.25)
     rng = random.Random(1)
-    reviews = [review_image_decide(review=ReviewImageFactory(), score=s, policy=policy, rng=rng)
-               for s in [0.9] * 40 + [0.1] * 40 + [0.7] * 20]
+    reviews = [
+        review_image_decide(review=ReviewImageFactory(), score=s, policy=policy, rng=rng)
+        for s in [0.9] * 40 + [0.1] * 40 + [0.7] * 20
+    ]
     sampled = [r for r in reviews if r.spot_check]
     assert 8 <= len(sampled) <= 35
     assert {r.status for r in sampled} == {"accepted", "rejected"}  # never the ones staff see anyway
@@ -77,8 +85,9 @@ def test_merchant_staff_cannot_answer_for_another_merchant(client, sampled):
 
     staff.user_permissions.set(Permission.objects.filter(content_type__app_label="catalog"))
     client.force_login(staff)
-    response = client.post(reverse("admin:catalog_reviewimage_spot_check_answer", args=[sampled[0].pk]),
-                           {"verdict": "wrong"})
+    response = client.post(
+        reverse("admin:catalog_reviewimage_spot_check_answer", args=[sampled[0].pk]), {"verdict": "wrong"}
+    )
     assert response.status_code == 404
     sampled[0].refresh_from_db()
     assert sampled[0].spot_check_agrees is None

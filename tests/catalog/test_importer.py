@@ -26,8 +26,7 @@ def catalog_dir(tmp_path) -> Path:
     (root / "reviews" / "red-mug" / "broken.jpg").write_bytes(image_bytes(seed=5)[:300])
     (root / "queries" / "red-mug" / "q.jpg").write_bytes(image_bytes(seed=6))
     (root / "products.csv").write_text(
-        "key,title,category,description,price,currency\n"
-        'red-mug,Red mug,Kitchen/Mugs,"A mug, red",4.50,SEK\n'
+        'key,title,category,description,price,currency\nred-mug,Red mug,Kitchen/Mugs,"A mug, red",4.50,SEK\n'
     )
     return root
 

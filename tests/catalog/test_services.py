@@ -49,7 +49,9 @@ def test_same_sku_in_two_merchants_are_two_products():
 
 def test_image_add_stores_fingerprints_under_a_random_name():
     product = ProductFactory()
-    image, created = product_image_add(product=product, source=image_bytes(size=(80, 60), seed=1), name="../../etc/passwd.jpg")
+    image, created = product_image_add(
+        product=product, source=image_bytes(size=(80, 60), seed=1), name="../../etc/passwd.jpg"
+    )
     assert created
     assert (image.width, image.height) == (80, 60)
     assert len(image.sha256) == 64 and len(image.phash) == 16

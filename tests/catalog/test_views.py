@@ -26,7 +26,11 @@ def test_storefront_text_search_and_category_filter(client):
 def test_product_page(client):
     product = ProductImageFactory(product=ProductFactory(title="Oat milk", is_active=True)).product
     page = client.get(reverse("catalog:product_detail", args=[product.pk]))
-    assert page.status_code == 200 and b"Oat milk" in page.content and product.images.first().file.url.encode() in page.content
+    assert (
+        page.status_code == 200
+        and b"Oat milk" in page.content
+        and product.images.first().file.url.encode() in page.content
+    )
     product.is_active = False
     product.save()
     assert client.get(reverse("catalog:product_detail", args=[product.pk])).status_code == 404

@@ -45,8 +45,19 @@ def own_redis(tmp_path):
 
         def start(self):
             self.proc = subprocess.Popen(
-                [shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(tmp_path)],
+                [
+                    shutil.which("redis-server"),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(tmp_path),
+                ],
                 stdout=subprocess.DEVNULL,
             )
             _wait_port(self.port, 10)
@@ -62,9 +73,14 @@ def own_redis(tmp_path):
 
 
 def test_uploads_succeed_while_redis_is_down_and_the_sweep_catches_up(workers, own_redis, settings, tmp_path):
-    env = process_env(redis_url=own_redis.url, media_root=settings.MEDIA_ROOT, VISUALSHOP_EMBEDDER="pixels",
-                      VISUALSHOP_SWEEP_SECONDS="2", VISUALSHOP_INDEX_SYNC_SECONDS="2",
-                      CELERY_BEAT_SCHEDULE_FILENAME=str(tmp_path / "beat-schedule"))
+    env = process_env(
+        redis_url=own_redis.url,
+        media_root=settings.MEDIA_ROOT,
+        VISUALSHOP_EMBEDDER="pixels",
+        VISUALSHOP_SWEEP_SECONDS="2",
+        VISUALSHOP_INDEX_SYNC_SECONDS="2",
+        CELERY_BEAT_SCHEDULE_FILENAME=str(tmp_path / "beat-schedule"),
+    )
     # given Redis is down while a web process takes uploads (an import, here)
     catalog = write_catalog(tmp_path / "shop", products=3, photos=2)
     upload = manage("import_catalog", str(catalog), "--merchant", "Shop", "--no-progress", env=env)
@@ -75,12 +91,22 @@ def test_uploads_succeed_while_redis_is_down_and_the_sweep_catches_up(workers, o
     # when Redis is back, with a worker and beat running
     own_redis.start()
     workers.start(env)
-    beat = subprocess.Popen([sys.executable, "-m", "celery", "-A", "visualshop", "beat", "-l", "info"],
-                            cwd=ROOT, env=env, stdout=open(tmp_path / "beat.log", "wb"), stderr=subprocess.STDOUT)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "visualshop", "beat", "-l", "info"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(tmp_path / "beat.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         # then the scheduled sweep embeds everything and the index follows
-        wait_for(lambda: not ProductImage.objects.filter(needs_embedding=True).exists()
-                 and not ReviewImage.objects.filter(needs_embedding=True).exists(), timeout=90)
+        wait_for(
+            lambda: (
+                not ProductImage.objects.filter(needs_embedding=True).exists()
+                and not ReviewImage.objects.filter(needs_embedding=True).exists()
+            ),
+            timeout=90,
+        )
         wait_for(lambda: EmbedderVersion.objects.filter(is_active=True, index_count__gte=3).exists(), timeout=60)
     finally:
         beat.terminate()
@@ -89,12 +115,22 @@ def test_uploads_succeed_while_redis_is_down_and_the_sweep_catches_up(workers, o
 
 
 def test_a_worker_killed_mid_batch_loses_nothing(workers, redis_url, settings, broker, tmp_path):
-    env = process_env(redis_url=redis_url, media_root=settings.MEDIA_ROOT, VISUALSHOP_EMBEDDER="mobilenet_v2",
-                      CELERY_VISIBILITY_TIMEOUT="3")
+    env = process_env(
+        redis_url=redis_url,
+        media_root=settings.MEDIA_ROOT,
+        VISUALSHOP_EMBEDDER="mobilenet_v2",
+        CELERY_VISIBILITY_TIMEOUT="3",
+    )
     # given a batch of photos large enough to take seconds on the real embedder
     catalog = write_catalog(tmp_path / "shop", products=1, photos=120)
-    upload = manage("import_catalog", str(catalog), "--merchant", "Shop", "--no-progress",
-                    env={**env, "VISUALSHOP_SEARCH_AUTO_INDEX": "0"})
+    upload = manage(
+        "import_catalog",
+        str(catalog),
+        "--merchant",
+        "Shop",
+        "--no-progress",
+        env={**env, "VISUALSHOP_SEARCH_AUTO_INDEX": "0"},
+    )
     assert upload.returncode == 0, upload.stderr[-3000:]
     ids = list(ReviewImage.objects.values_list("pk", flat=True))
     first = workers.start(env, queues="embed")

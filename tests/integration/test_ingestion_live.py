@@ -4,6 +4,7 @@ the products, accepted review photos included."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from search.models import EmbedderVersion, ImageVector
 from tests.integration.conftest import manage, process_env, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.weights]
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "grocery-store"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "grocery-store"
 PRODUCTS = ["Granny-Smith", "Banana", "Oatly-Natural-Oatghurt", "Red-Bell-Pepper"]
 
 
@@ -30,8 +31,10 @@ def test_import_with_a_worker_running_gives_a_live_searchable_index(workers, red
     wait_for(lambda: not ReviewImage.objects.filter(needs_embedding=True).exists(), timeout=240)
     accepted = ReviewImage.objects.filter(status="accepted").count()
     assert accepted >= 0.8 * n_reviews
-    wait_for(lambda: EmbedderVersion.objects.filter(is_active=True, index_count=len(PRODUCTS) + accepted).exists(),
-             timeout=60)
+    wait_for(
+        lambda: EmbedderVersion.objects.filter(is_active=True, index_count=len(PRODUCTS) + accepted).exists(),
+        timeout=60,
+    )
     assert ImageVector.objects.filter(review_image__status="accepted").count() == accepted
     # a shopper's photo that is not in the catalog finds its product
     query = sorted((SHARED / "queries" / "Granny-Smith").iterdir())[0]

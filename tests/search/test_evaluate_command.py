@@ -25,8 +25,16 @@ def folder(tmp_path):
 
 def test_evaluate_search_reports_and_writes_nothing_to_the_platform(tmp_path, capsys):
     out = tmp_path / "out" / "report.json"
-    call_command("evaluate_search", str(folder(tmp_path / "shop")), "--embedder", "pixels", "--detector", "none",
-                 "--json", str(out))
+    call_command(
+        "evaluate_search",
+        str(folder(tmp_path / "shop")),
+        "--embedder",
+        "pixels",
+        "--detector",
+        "none",
+        "--json",
+        str(out),
+    )
     report = json.loads(out.read_text())
     assert report["recall"]["@1"] == 1.0 and report["n_queries"] == 3
     assert out.with_suffix(".png").exists()

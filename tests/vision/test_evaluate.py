@@ -24,7 +24,9 @@ from vision.pipeline import SearchConfig
 torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "grocery-store"
-COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "yellow": (255, 255, 0), "blue": (0, 0, 255), "cyan": (0, 255, 255)}
+COLOURS = {
+    "red": (255, 0, 0), "green": (0, 255, 0), "yellow": (255, 255, 0), "blue": (0, 0, 255), "cyan": (0, 255, 255),
+}  # fmt: skip
 PALETTE = np.array(list(COLOURS.values()), float)
 
 

@@ -49,12 +49,13 @@ class FixedDetector:
 
     name = "fixed"
 
-    def __init__(self, *fractional: tuple[float, float, float, float, float]) -> None:
+    def __init__(self, *fractional: tuple[float, float, float, float, float], label: str = "bottle") -> None:
         self.fractional = fractional
+        self.label = label
 
     def detect(self, image):
         w, h = image.size
-        return [Box(a * w, b * h, c * w, d * h, s, "bottle") for a, b, c, d, s in self.fractional]
+        return [Box(a * w, b * h, c * w, d * h, s, self.label) for a, b, c, d, s in self.fractional]
 
 
 def _index() -> tuple[VectorIndex, dict[int, int]]:
@@ -198,24 +199,38 @@ def test_pipeline_refuses_an_index_of_another_embedder_version():
 # --------------------------------------------------------------------------- box choice
 
 
-def test_default_rule_keeps_the_whole_image_for_doubtful_or_small_boxes():
-    # given the default configuration (the measured rule)
-    cfg = SearchConfig(crop_pad=0.0)
-    doubtful = (3 / 8, 1 / 4, 5 / 8, 3 / 4, cfg.box_choice.min_score / 2)
-    tiny = (0.49, 0.49, 0.51, 0.51, 0.99)
-    for fractional in (doubtful, tiny):
-        pipe, _ = _pipeline(FixedDetector(fractional), cfg)
-        # then the whole image is searched
-        assert pipe.run(_upload()).box.label == "image"
+@pytest.mark.parametrize(
+    "detector",
+    [
+        FixedDetector((0.1, 0.05, 0.9, 0.95, 0.2)),  # large but doubtful
+        FixedDetector((0.25, 0.2, 0.75, 0.8, 0.99)),  # sure, but 30% of the photo: a part, on close-ups
+        FixedDetector((0.1, 0.05, 0.9, 0.95, 0.99), label="person"),  # the shopper's hand
+    ],
+)
+def test_default_rule_keeps_the_whole_image(detector):
+    # given the default configuration (the rule measured on review photos)
+    pipe, embedder = _pipeline(detector, SearchConfig())
+    # when the detector's only box is doubtful, small or a person
+    result = pipe.run(_upload())
+    # then the whole (downscaled) image is searched, and the box is still reported
+    assert result.box.label == "image" and embedder.seen_sizes == [(1024, 512)]
+    assert len(result.boxes) == 2
 
 
-def test_default_rule_crops_to_a_confident_large_central_box():
-    pipe, _ = _pipeline(FixedDetector((0.1, 0.05, 0.9, 0.95, 0.9)), SearchConfig())
+def test_default_rule_crops_a_confident_large_box_with_padding():
+    pipe, embedder = _pipeline(FixedDetector((0.2, 0.05, 0.8, 0.95, 0.9)), SearchConfig())
     assert pipe.run(_upload()).box.label == "bottle"
+    # a 614x461 box on the 1024x512 working image, plus 25% a side, clipped at top and bottom
+    assert embedder.seen_sizes == [(922, 512)]
+
+
+def test_whole_image_cannot_be_an_ignored_label():
+    with pytest.raises(ValueError):
+        SearchConfig(ignore_labels=("image",))
 
 
 def test_config_round_trips_through_a_dict():
-    cfg = SearchConfig(max_side=800, detector="none", box_choice=BoxChoice(w_center=0.1), top_n=50, k=4)
+    cfg = SearchConfig(max_side=800, detector="none", box_choice=BoxChoice(w_center=0.1), ignore_labels=(), k=4)
     assert SearchConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError):
         SearchConfig(k=0)
@@ -231,6 +246,7 @@ def test_crop_pads_and_clips_to_the_image():
     assert crop(img, (0, 0, 50, 80), 0.5).size == (75, 80)  # clipped at the left, top and bottom
     assert crop(img, Box(0, 0, 100, 80, 0.0, "image"), 0.3) is img
     assert crop(img, (10, 10, 10.2, 10.2)).size == (1, 1)  # never empty
+    assert crop(img, (99.8, 79.8, 100, 80)).size == (1, 1)
 
 
 # --------------------------------------------------------------------------- real weights

@@ -30,15 +30,30 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("directory", type=Path)
         parser.add_argument("--catalog-only", action="store_true", help="index catalog/ only, not reviews/")
-        parser.add_argument("--embedder", default="active",
-                            help="a version id, 'active' (default), 'latest' (newest trained), or e.g. 'pixels'")
+        parser.add_argument(
+            "--embedder",
+            default="active",
+            help="a version id, 'active' (default), 'latest' (newest trained), or e.g. 'pixels'",
+        )
         parser.add_argument("--detector", default=None, help="nanodet (default), none, or a torchvision detector")
         parser.add_argument("--json", type=Path, help="write the report here")
-        parser.add_argument("--examples", type=Path, help="PNG of example queries and their top-5 (default: next to --json)")
+        parser.add_argument(
+            "--examples", type=Path, help="PNG of example queries and their top-5 (default: next to --json)"
+        )
         parser.add_argument("--max-queries", type=int, default=None, help="an evenly spread subset, for quick checks")
 
-    def handle(self, *args, directory: Path, catalog_only: bool, embedder: str, detector: str | None, json: Path | None,
-               examples: Path | None, max_queries: int | None, **options):
+    def handle(
+        self,
+        *args,
+        directory: Path,
+        catalog_only: bool,
+        embedder: str,
+        detector: str | None,
+        json: Path | None,
+        examples: Path | None,
+        max_queries: int | None,
+        **options,
+    ):
         import torch
 
         from search.pipeline import search_config
@@ -50,7 +65,9 @@ class Command(BaseCommand):
         bars: dict[str, tqdm] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
-            bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=stage, unit="photo", file=self.stderr._out))
+            bar = bars.get(stage) or bars.setdefault(
+                stage, tqdm(total=total, desc=stage, unit="photo", file=self.stderr._out)
+            )
             bar.update(done - bar.n)
 
         report = evaluate_folder(

@@ -27,5 +27,7 @@ class Command(BaseCommand):
                     bar.update(n)
                     if not more or n == 0:
                         break
-        result = index_rebuild(embedder=version, progress=lambda it: tqdm(list(it), desc="loading vectors", unit="chunk"))
+        result = index_rebuild(
+            embedder=version, progress=lambda it: tqdm(list(it), desc="loading vectors", unit="chunk")
+        )
         self.stdout.write(f"index {version.version}: {result.total} vectors")

@@ -27,16 +27,22 @@ class Command(BaseCommand):
             raise CommandError(f"{path}: {exc}") from exc
         products = Product.objects.select_related("merchant").in_bulk([h.product_id for h in result.hits])
         rows = [
-            {"rank": i + 1, "sku": products[h.product_id].sku, "title": products[h.product_id].title,
-             "merchant": products[h.product_id].merchant.name, "score": round(h.score, 4)}
+            {
+                "rank": i + 1,
+                "sku": products[h.product_id].sku,
+                "title": products[h.product_id].title,
+                "merchant": products[h.product_id].merchant.name,
+                "score": round(h.score, 4),
+            }
             for i, h in enumerate(result.hits)
             if h.product_id in products
         ]
         box = result.box
         if json:
-            self.stdout.write(jsonlib.dumps({"box": [box.x1, box.y1, box.x2, box.y2], "label": box.label, "results": rows}))
+            self.stdout.write(
+                jsonlib.dumps({"box": [box.x1, box.y1, box.x2, box.y2], "label": box.label, "results": rows})
+            )
             return
         self.stdout.write(f"box {box.label} ({box.x1:.0f},{box.y1:.0f})-({box.x2:.0f},{box.y2:.0f})")
         for r in rows:
             self.stdout.write(f"{r['rank']:>2}. {r['score']:.3f}  {r['sku']}  {r['title']}  ({r['merchant']})")
-
