@@ -55,17 +55,24 @@ def random_index(n: int, dim: int, products: int, version: str) -> tuple[VectorI
     return VectorIndex.build(x, ids, version=version), {int(i): int(i % products) for i in ids}
 
 
-def measure(pipeline: SearchPipeline, upload: bytes, runs: int, warmup: int) -> dict[str, dict[str, float]]:
+def measure(pipelines: dict[str, SearchPipeline], upload: bytes, runs: int, warmup: int) -> dict[str, dict]:
+    """Interleaved (one run of each pipeline per round), so that a burst of load from other
+    processes hits every configuration alike."""
     for _ in range(warmup):
-        pipeline.run(upload)
-    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+        for pipeline in pipelines.values():
+            pipeline.run(upload)
+    samples = {name: {s: [] for s in STAGES} for name in pipelines}
     for _ in range(runs):
-        t = pipeline.run(upload).timings_ms
-        for stage in STAGES:
-            samples[stage].append(t["detect"] + t["embed"] if stage == "detect+embed" else t[stage])
+        for name, pipeline in pipelines.items():
+            t = pipeline.run(upload).timings_ms
+            for stage in STAGES:
+                samples[name][stage].append(t["detect"] + t["embed"] if stage == "detect+embed" else t[stage])
     return {
-        s: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "min": float(min(v))}
-        for s, v in samples.items()
+        name: {
+            s: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "min": float(min(v))}
+            for s, v in per_stage.items()
+        }
+        for name, per_stage in samples.items()
     }
 
 
@@ -82,31 +89,36 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
+    load_before = os.getloadavg()
     photo = args.photo or sorted((SHARED / "queries").glob("*/*"))[0]
     upload = upload_photo(photo, args.long_side)
     embedder = make_embedder(args.embedder)
     index, image_to_product = random_index(args.gallery, embedder.dim, 81, embedder.version)
-    results = {}
-    for name in args.detectors.split(","):
-        config = SearchConfig(detector=name)
-        pipeline = SearchPipeline.from_config(
-            config, embedder=embedder, index=index, image_to_product=image_to_product
+    pipelines = {
+        name: SearchPipeline.from_config(
+            SearchConfig(detector=name), embedder=embedder, index=index, image_to_product=image_to_product
         )
-        results[name] = measure(pipeline, upload, args.runs, args.warmup)
+        for name in args.detectors.split(",")
+    }
+    results = measure(pipelines, upload, args.runs, args.warmup)
 
     w, h = Image.open(io.BytesIO(upload)).size
     print(f"\n{photo.name} upscaled to {w}x{h} ({len(upload) / 1e3:.0f} kB JPEG), {args.embedder}, "
           f"{args.gallery} vectors, {args.runs} runs, torch threads {torch.get_num_threads()}\n")
-    print("| detector | " + " | ".join(f"{s} p50 / p95 ms" for s in STAGES) + " |")
-    print("|---|" + "---|" * len(STAGES))
+    # min: the run least disturbed by other processes (this machine's cores are shared).
+    print("| detector | " + " | ".join(f"{s} p50 / p95 ms" for s in STAGES) + " | detect+embed min ms |")
+    print("|---|" + "---|" * (len(STAGES) + 1))
     for name, r in results.items():
-        print(f"| {name} | " + " | ".join(f"{r[s]['p50']:.1f} / {r[s]['p95']:.1f}" for s in STAGES) + " |")
+        cells = " | ".join(f"{r[s]['p50']:.1f} / {r[s]['p95']:.1f}" for s in STAGES)
+        print(f"| {name} | {cells} | {r['detect+embed']['min']:.1f} |")
+    print(f"\nload average before / after: {load_before} / {os.getloadavg()}")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "photo": str(photo), "upload_size": [w, h], "upload_bytes": len(upload), "embedder": embedder.version,
         "gallery": args.gallery, "runs": args.runs, "warmup": args.warmup, "threads": torch.get_num_threads(),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "load_average_before_after": [load_before, os.getloadavg()],
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "results_ms": results,
     }, indent=2))  # fmt: skip
     print(f"\nwrote {args.json}")

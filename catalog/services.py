@@ -123,3 +123,27 @@ def image_refresh_fingerprint(*, image: ProductImage | ReviewImage) -> bool:
     if changed:
         image.save(update_fields=changed)
     return bool(changed)
+
+
+class DuplicateSku(ValueError):
+    pass
+
+
+def product_create(*, merchant: Merchant, sku: str, title: str, price: Decimal, **fields) -> Product:
+    if Product.objects.filter(merchant=merchant, sku=sku).exists():
+        raise DuplicateSku(f"{merchant.name} already has a product with SKU {sku!r}")
+    return Product.objects.create(merchant=merchant, sku=sku, title=title, price=price, **fields)
+
+
+def product_update(*, product: Product, **fields) -> Product:
+    changed = [name for name, value in fields.items() if getattr(product, name) != value]
+    for name in changed:
+        setattr(product, name, fields[name])
+    if changed:
+        product.save(update_fields=[*changed, "updated_at"])
+    return product
+
+
+def product_deactivate(*, product: Product) -> Product:
+    """Hide from shoppers; the index drops its images at the next sync."""
+    return product_update(product=product, is_active=False)

@@ -27,15 +27,16 @@ def search_config():
     return SearchConfig(detector=settings.SEARCH_DETECTOR, max_side=settings.SEARCH_MAX_SIDE)
 
 
-def search_pipeline():
-    """A SearchPipeline bound to the current live index (rebuilt when the index changes)."""
+def search_pipeline() -> tuple[object, LiveIndex]:
+    """A SearchPipeline bound to the current live index (rebuilt when the index changes),
+    and that live index."""
     global _cached
     from vision.pipeline import SearchPipeline
 
     live = live_index()
     cached = _cached
     if cached is not None and cached[0] is live:
-        return cached[1]
+        return cached[1], live
     with _lock:
         config = search_config()
         pipeline = SearchPipeline(
@@ -46,4 +47,4 @@ def search_pipeline():
             config,
         )
         _cached = (live, pipeline)
-        return pipeline
+        return pipeline, live

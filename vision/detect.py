@@ -244,8 +244,11 @@ class NanoDetDetector:
         letterbox: bool = True,
         model: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
     ) -> None:
-        # ``model`` stands in for the TorchScript file (tests; an already loaded copy).
-        self.model = model if model is not None else nanodet.load_torchscript(path or nanodet_path())
+        # ``model`` stands in for the TorchScript file (tests; an already loaded copy). The
+        # file's graph is re-planned for CPU inference: same maps, ~2/3 of the time.
+        if model is None:
+            model = nanodet.optimize_for_cpu(nanodet.load_torchscript(path or nanodet_path()))
+        self.model = model
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_boxes = max_boxes
@@ -275,26 +278,31 @@ _REDUCING_GAP = 1.0
 def _to_square(
     image: Image.Image, size: int, letterbox: bool
 ) -> tuple[torch.Tensor, tuple[float, float], tuple[int, int]]:
-    """RGB 0..1 tensor [1, 3, size, size], the x/y scale applied, and the x/y padding."""
-    image = image.convert("RGB")
+    """RGB 0..1 tensor [1, 3, size, size], the x/y scale applied, and the x/y padding.
+
+    The tensor is channels-last (NHWC in memory), the layout the re-planned model
+    (:class:`vision.nanodet.CpuNanoDet`) runs in: a permuted view of PIL's pixels, no copy.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     w, h = image.size
     if letterbox:
         s = size / max(w, h)
         new_w, new_h = max(1, round(w * s)), max(1, round(h * s))
         pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-        # Pad with the model's mean colour, which its normalisation maps to (about) 0: the
-        # same as the zero padding its convolutions see at the borders.
-        canvas = Image.new("RGB", (size, size), tuple(round(c) for c in nanodet.BGR_MEAN[::-1]))
-        canvas.paste(
-            image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=_REDUCING_GAP), (pad_x, pad_y)
-        )
+        canvas = image.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=_REDUCING_GAP)
+        if canvas.size != (size, size):
+            # Pad with the model's mean colour, which its normalisation maps to (about) 0:
+            # the same as the zero padding its convolutions see at the borders.
+            resized = canvas
+            canvas = Image.new("RGB", (size, size), tuple(round(c) for c in nanodet.BGR_MEAN[::-1]))
+            canvas.paste(resized, (pad_x, pad_y))
         scale = (new_w / w, new_h / h)
     else:
         canvas = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=_REDUCING_GAP)
         pad_x = pad_y = 0
         scale = (size / w, size / h)
-    # NCHW-contiguous (not a permuted HWC view): the model runs ~10% slower on channels-last.
-    pixels = torch.from_numpy(np.array(canvas, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0).contiguous()
+    pixels = torch.from_numpy(np.array(canvas, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)
     return pixels.float().div_(255.0), scale, (pad_x, pad_y)
 
 

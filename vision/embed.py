@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from argparse import Namespace
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -291,6 +292,38 @@ class EmbeddingNet(nn.Module):
         return nn.functional.normalize(f, dim=1)
 
 
+# How far the compiled network may drift from the eager one (L2-normalised vectors;
+# measured ~1e-7 for MobileNetV2).
+INFERENCE_TOLERANCE = 1e-5
+
+
+def optimize_for_inference(net: nn.Module, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``net`` (eval mode) traced, frozen and optimised for CPU inference; ``net`` itself if
+    that fails or changes its outputs by more than :data:`INFERENCE_TOLERANCE`.
+
+    Freezing folds each BatchNorm into its convolution; ``torch.jit.optimize_for_inference``
+    then runs the convolutions in oneDNN on pre-packed weights, with the activations kept in
+    oneDNN's blocked layout between them. MobileNetV2 at 224 px, one thread, 2-core AVX2:
+    ~12 ms per image instead of ~25 (eager). The traced graph accepts any batch size and
+    image size.
+    """
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # torch 2.x marks torch.jit as deprecated (FutureWarning); it still works.
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(net, x[:1], check_trace=False).eval()
+            compiled = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            drift = (compiled(x) - net(x)).abs().max().item()
+    except Exception as exc:  # an architecture the tracer or the passes do not support
+        warnings.warn(f"embedder runs eagerly: compiling it failed ({exc})", RuntimeWarning, stacklevel=2)
+        return net
+    if not drift <= INFERENCE_TOLERANCE:
+        warnings.warn(f"embedder runs eagerly: compiled model drifts by {drift:.1e}", RuntimeWarning, stacklevel=2)
+        return net
+    return compiled
+
+
 class TorchvisionEmbedder:
     """A torchvision backbone, global-pooled, optionally projected, L2-normalised."""
 
@@ -323,6 +356,9 @@ class TorchvisionEmbedder:
         self.net = EmbeddingNet(backbone, projection.eval() if projection else None).eval()
         self.dim = projection.out_dim if projection else self.backbone_dim
         self.version = self._version()
+        # What embed() runs: self.net compiled for inference (same vectors). The version
+        # stays derived from self.net's weights and the preprocessing only.
+        self.inference_net = optimize_for_inference(self.net, self.preprocess.size)
 
     def _version(self) -> str:
         h = state_digest(self.net.backbone.state_dict())
@@ -343,7 +379,7 @@ class TorchvisionEmbedder:
         with torch.inference_mode():
             for start in range(0, n, bs):
                 x = self.preprocess.batch(images[start : start + bs])
-                out[start : start + len(x)] = self.net(x).numpy()
+                out[start : start + len(x)] = self.inference_net(x).numpy()
         assert out.shape == (n, self.dim)
         return out
 
@@ -452,6 +488,7 @@ __all__ = [
     "checkpoint_dir",
     "load_checkpoint",
     "make_embedder",
+    "optimize_for_inference",
     "resolve_weights",
     "save_checkpoint",
     "state_digest",

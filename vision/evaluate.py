@@ -399,8 +399,8 @@ def render_examples(
     seed: int = 0,
     failures_only: bool = False,
 ) -> Path:
-    """A PNG grid: one row per sampled query (chosen box drawn in yellow), then its top
-    ``top`` hits, each framed green when it is the right product, red otherwise."""
+    """A PNG grid: one row per sampled query (the crop searched with, if any, framed in
+    yellow), then its top ``top`` hits, framed green when right and red when wrong."""
     pool = [o for o in report.queries if not failures_only or o.rank != 1]
     rows = random.Random(seed).sample(pool, min(n, len(pool)))
     pad, label_h, border = 6, 14, 4
@@ -410,8 +410,9 @@ def render_examples(
     for r, o in enumerate(rows):
         y = pad + r * (cell + label_h + pad)
         q, k, (ox, oy) = _thumb(o.path, thumb)
-        x1, y1, x2, y2 = o.box[:4]
-        ImageDraw.Draw(q).rectangle([ox + x1 * k, oy + y1 * k, ox + x2 * k - 1, oy + y2 * k - 1], outline=_BOX, width=2)
+        if o.box[5] != "image":  # a yellow frame means the search used this crop
+            x1, y1, x2, y2 = (v * k for v in o.box[:4])
+            ImageDraw.Draw(q).rectangle([ox + x1, oy + y1, ox + x2 - 1, oy + y2 - 1], outline=_BOX, width=2)
         grid.paste(q, (pad + border, y + border))
         draw.text((pad, y + cell), f"{o.product[:22]}", fill="black")
         for c, (key, score, img_path) in enumerate(o.hits[:top]):

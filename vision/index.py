@@ -28,7 +28,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import faiss
 import numpy as np
@@ -47,8 +47,9 @@ FLAT_MAX = 50_000
 IVF_FLAT_MAX = 4_000_000
 # nlist = NLIST_PER_SQRT_N * sqrt(N), the low end of faiss's 4..16 guideline: training
 # stays cheap on one core and the coarse quantizer too (4096 x 256 per query at 1M).
-# Measured at 1M x 256 (IVF4096, one core): build 98 s CPU; nprobe 15 -> recall@10 0.97
-# at 0.6 ms/query, nprobe 26 -> 0.99 at 1.1 ms; 5 ms would allow ~100 probes.
+# Measured at 1M x 256 (IVF4096, one core, benchmarks/faiss_bench.py): build ~100 s CPU;
+# nprobe 15 -> recall@10 0.97 at 0.6 ms/query, 26 -> 0.99 at 1.1 ms; on a harder variant
+# of the data 57 -> 0.97 at 1.7 ms. 128 probes cost 3.2 ms: the 5 ms budget has room.
 NLIST_PER_SQRT_N = 4
 MAX_NLIST = 65_536
 # faiss warns below 39 training points per centroid and samples 256 per centroid itself;
@@ -56,7 +57,7 @@ MAX_NLIST = 65_536
 MIN_TRAIN_PER_LIST = 39
 TRAIN_PER_LIST = 64
 # Until tune_nprobe runs on real queries: 1/64 of the lists (64 of 4096 at 1M) gave
-# recall@10 > 0.99 at about 2 ms/query in the benchmark; a safe, not a tight, default.
+# recall@10 ~1.0 at 1.6 ms/query in the benchmark; a safe, not a tight, default.
 DEFAULT_NPROBE_DIVISOR = 64
 # float32 normalisation is accurate to ~1e-7; anything further off is a caller's bug
 # (an unnormalised or zero embedding), and would make scores stop being cosines.
@@ -199,7 +200,7 @@ def _write_atomic(path: str | os.PathLike, write_payload: Callable, meta: dict) 
         os.close(dir_fd)
 
 
-def _read_verified(path: str | os.PathLike, read_payload: Callable) -> tuple[object, dict]:
+def _read_verified(path: str | os.PathLike, read_payload: Callable) -> tuple[Any, dict]:
     """Check trailer and checksum, then deserialise from the same open file (a concurrent
     save replaces the path, never this inode)."""
     with open(path, "rb") as f:
@@ -272,7 +273,7 @@ class _IndexBase:
     def _encode(cls, x: np.ndarray, dim: int | None, name: str) -> np.ndarray: ...
 
     @classmethod
-    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[object, str]: ...
+    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[Any, str]: ...
 
     def _scores(self, distances: np.ndarray) -> np.ndarray: ...
 
@@ -424,7 +425,11 @@ class _IndexBase:
 
 
 class VectorIndex(_IndexBase):
-    """Float32 L2-normalised vectors, inner product (= cosine) scores."""
+    """Float32 L2-normalised vectors, inner product (= cosine) scores.
+
+    Make one with :meth:`build` or :meth:`load`; ``VectorIndex(faiss_index, factory=...)``
+    wraps an index built by hand (benchmarks), whose ids must then already be pks.
+    """
 
     kind = "float"
     _write = staticmethod(faiss.write_index)
@@ -435,7 +440,7 @@ class VectorIndex(_IndexBase):
         return _check_float(x, dim, name)
 
     @classmethod
-    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[object, str]:
+    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[Any, str]:
         n, dim = rows.shape
         factory = factory or choose_factory(n, dim)
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -486,7 +491,7 @@ class BinaryVectorIndex(_IndexBase):
         raise ValueError(f"{name} must be float32 (n, bits) or packed uint8 (n, bits/8)")
 
     @classmethod
-    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[object, str]:
+    def _make(cls, rows: np.ndarray, factory: str | None) -> tuple[Any, str]:
         n, bits = rows.shape[0], rows.shape[1] * 8
         factory = factory or choose_binary_factory(n, bits)
         index = faiss.index_binary_factory(bits, factory)

@@ -114,6 +114,7 @@ class SearchResult:
     timings_ms: dict[str, float]  # decode, detect, embed, search, rerank, total
     image_size: tuple[int, int]  # uploaded image (width, height)
     embedding: np.ndarray  # [dim] float32, the query vector (for logs and same-item checks)
+    image: Image.Image | None = None  # the decoded, downscaled upload (for the query log)
 
     @property
     def box(self) -> Box:
@@ -266,6 +267,7 @@ class SearchPipeline:
             timings_ms=timings,
             image_size=(info.width, info.height),
             embedding=vector[0],
+            image=img,
         )
 
 

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
     "catalog",
     "search",
@@ -117,7 +118,22 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 24,
+    "EXCEPTION_HANDLER": "visualshop.api.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "search_anon": env.str("VISUALSHOP_SEARCH_ANON_RATE", default="30/min"),
+        "search_user": env.str("VISUALSHOP_SEARCH_USER_RATE", default="600/min"),
+        "clicks": env.str("VISUALSHOP_CLICKS_RATE", default="600/min"),
+    },
 }
+# Throttle counters live in the cache: Redis in production so that all web processes share them.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 SPECTACULAR_SETTINGS = {
     "TITLE": "VisualShop API",
     "DESCRIPTION": "Photo search over the catalog and partner catalog management.",

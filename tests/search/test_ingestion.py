@@ -32,7 +32,8 @@ def photo(seed: int, noise: float = 0.0, base_seed: int | None = None) -> bytes:
 
 
 def search_skus(data: bytes, k: int = 3) -> list[str]:
-    result = search_pipeline().run(data, k=k)
+    pipeline, _ = search_pipeline()
+    result = pipeline.run(data, k=k)
     from catalog.models import Product
 
     products = Product.objects.in_bulk([h.product_id for h in result.hits])
@@ -139,3 +140,16 @@ def test_search_photo_command_prints_skus_in_rank_order(shop, tmp_path, capsys):
 def test_rebuild_index_command(shop, capsys):
     call_command("rebuild_index")
     assert "3 vectors" in capsys.readouterr().out
+
+
+def test_web_processes_swap_in_a_newer_index_and_keep_the_old_one_usable(shop):
+    before = live_index()
+    product_image_add(product=ProductFactory(sku="NEW"), source=photo(11))  # embedded and synced (eager)
+    after = live_index()
+    assert after is not before and after.generation > before.generation
+    assert after.index.ntotal == before.index.ntotal + 1
+    # a request that began on the old index finishes on it
+    query = (np.ones((1, before.index.dim)) / np.sqrt(before.index.dim)).astype(np.float32)
+    scores, ids = before.index.search(query, 3)
+    assert (ids >= 0).sum() == 3
+    assert search_skus(photo(11))[0] == "NEW"

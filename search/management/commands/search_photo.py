@@ -22,7 +22,8 @@ class Command(BaseCommand):
         if not 1 <= k <= 100:
             raise CommandError("--k must be between 1 and 100")
         try:
-            result = search_pipeline().run(path.read_bytes(), k=k)
+            pipeline, _ = search_pipeline()
+            result = pipeline.run(path.read_bytes(), k=k)
         except ImageError as exc:
             raise CommandError(f"{path}: {exc}") from exc
         products = Product.objects.select_related("merchant").in_bulk([h.product_id for h in result.hits])

@@ -1,0 +1,164 @@
+"""Photo search as a use case: pipeline, filters, rerank hook, and the log for learning."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import QuerySet
+
+from catalog.models import Category, Merchant, Product
+from search.models import Impression, SearchQuery
+
+# Products taken from the index before filters: enough that a selective filter still
+# leaves k, while grouping stays cheap (measured in benchmarks/search_path_bench.py).
+CANDIDATES_PER_RESULT = 4
+MIN_CANDIDATES = 50
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    category: Category | None = None
+    merchant: Merchant | None = None
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    in_stock: bool | None = None
+
+    def as_log(self) -> dict:
+        out = {k: str(v) for k, v in asdict(self).items() if v is not None and not isinstance(v, (Category, Merchant))}
+        if self.category:
+            out["category"] = self.category.slug
+        if self.merchant:
+            out["merchant"] = self.merchant.slug
+        return out
+
+
+@dataclass(frozen=True)
+class SearchItem:
+    product: Product
+    position: int
+    score: float  # visual similarity
+    rank_score: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    query: SearchQuery
+    boxes: list  # vision.detect.Box, uploaded-image pixels
+    chosen: int
+    items: list[SearchItem]
+
+
+def category_with_descendants(category: Category) -> list[int]:
+    ids, frontier = [category.pk], [category.pk]
+    while frontier:
+        frontier = list(Category.objects.filter(parent_id__in=frontier).values_list("pk", flat=True))
+        ids += frontier
+    return ids
+
+
+def filtered_products(*, product_ids: Sequence[int], filters: SearchFilters) -> QuerySet[Product]:
+    qs = Product.objects.filter(pk__in=product_ids, is_active=True).select_related("merchant")
+    if filters.category is not None:
+        qs = qs.filter(category_id__in=category_with_descendants(filters.category))
+    if filters.merchant is not None:
+        qs = qs.filter(merchant=filters.merchant)
+    if filters.min_price is not None:
+        qs = qs.filter(price__gte=filters.min_price)
+    if filters.max_price is not None:
+        qs = qs.filter(price__lte=filters.max_price)
+    if filters.in_stock:
+        qs = qs.filter(stock__gt=0)
+    return qs.prefetch_related("images")
+
+
+Reranker = Callable[[list[SearchItem]], list[SearchItem]]
+
+
+def visual_order(items: list[SearchItem]) -> list[SearchItem]:
+    """The rerank hook's default until a CTR model is live: the visual order."""
+    return items
+
+
+def _log_photo(image) -> tuple[ContentFile, str]:
+    """JPEG re-encoded from pixels: no EXIF, no GPS, nothing but the picture."""
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    data = out.getvalue()
+    return ContentFile(data, name="query.jpg"), hashlib.sha256(data).hexdigest()
+
+
+def photo_search(
+    *,
+    image: bytes,
+    box: tuple[float, float, float, float] | None = None,
+    k: int,
+    filters: SearchFilters,
+    channel: str,
+    user: AbstractBaseUser | None = None,
+    session_key: str = "",
+    rerank: Reranker = visual_order,
+) -> SearchOutcome:
+    """Search the live index with a photo and log the query with what was shown.
+
+    Raises vision.imageio.ImageError for a bad image and ValueError for a bad box; in
+    both cases nothing is written.
+    """
+    from search.pipeline import search_pipeline
+
+    pipeline, live = search_pipeline()
+    candidates = max(MIN_CANDIDATES, k * CANDIDATES_PER_RESULT)
+    result = pipeline.run(image, box=box, k=candidates)
+    by_id = filtered_products(product_ids=[h.product_id for h in result.hits], filters=filters).in_bulk()
+    items = [
+        SearchItem(product=by_id[h.product_id], position=0, score=float(h.score))
+        for h in result.hits
+        if h.product_id in by_id
+    ]
+    items = [
+        SearchItem(product=it.product, position=i + 1, score=it.score, rank_score=it.rank_score)
+        for i, it in enumerate(rerank(items)[:k])
+    ]
+    chosen = result.boxes[result.chosen]
+    photo, sha = _log_photo(result.image)
+    with transaction.atomic():
+        query = SearchQuery(
+            channel=channel,
+            user=user if user is not None and user.is_authenticated else None,
+            session_key=session_key or "",
+            photo_sha256=sha,
+            width=result.image_size[0],
+            height=result.image_size[1],
+            boxes=[_box_json(b) for b in result.boxes],
+            chosen_box=_box_json(chosen),
+            box_from_user=box is not None,
+            filters=filters.as_log(),
+            k=k,
+            embedder_version=live.embedder.version,
+            index_generation=live.generation,
+            timings_ms={name: round(ms, 2) for name, ms in result.timings_ms.items()},
+        )
+        query.photo.save(photo.name, photo, save=False)
+        query.save()
+        Impression.objects.bulk_create(
+            Impression(query=query, product=it.product, position=it.position, score=it.score, rank_score=it.rank_score)
+            for it in items
+        )
+    return SearchOutcome(query=query, boxes=result.boxes, chosen=result.chosen, items=items)
+
+
+def _box_json(box) -> dict:
+    return {
+        "x1": round(box.x1, 1),
+        "y1": round(box.y1, 1),
+        "x2": round(box.x2, 1),
+        "y2": round(box.y2, 1),
+        "score": round(float(box.score), 4),
+        "label": box.label,
+    }
