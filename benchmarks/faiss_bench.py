@@ -274,14 +274,15 @@ def markdown(rows: list[Row], report: dict) -> str:
         f"n={report['n']} d={report['d']} queries={report['queries']} threads={report['threads']} "
         f"faiss {report['faiss']} ({report['cpu']})",
         "",
-        "| index | factory | nprobe | build s: wall / cpu | ms/q single: cpu mean (p95) / wall | ms/q batched: cpu / wall "
-        "| recall@10 | 1-recall@10 | size MiB | notes |",
+        "| index | factory | nprobe | build s: wall / cpu | ms/q single: cpu mean (p95) / wall "
+        "| ms/q batched: cpu / wall | recall@10 | 1-recall@10 | size MiB | notes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.name} | `{r.factory}` | {r.nprobe or '-'} | {r.build_s:.0f} / {r.build_cpu_s:.0f} | {r.ms_single:.2f} "
-            f"({r.ms_single_p95:.2f}) / {r.ms_single_wall:.2f} | {r.ms_batch:.2f} / {r.ms_batch_wall:.2f} "
+            f"| {r.name} | `{r.factory}` | {r.nprobe or '-'} | {r.build_s:.0f} / {r.build_cpu_s:.0f} "
+            f"| {r.ms_single:.2f} ({r.ms_single_p95:.2f}) / {r.ms_single_wall:.2f} "
+            f"| {r.ms_batch:.2f} / {r.ms_batch_wall:.2f} "
             f"| {r.recall:.3f} | {r.recall_1at10:.3f} | {r.bytes / 2**20:.0f} | {r.notes} |"
         )
     lines += ["", f"target ({report['target']}): {'MET' if report['target_met'] else 'NOT met'}"]

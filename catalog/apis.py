@@ -6,10 +6,10 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.generics import GenericAPIView
 from rest_framework.views import APIView
 
 from catalog.images import ImageError
@@ -47,10 +47,12 @@ def _filter(qs, params: dict):
 
 
 class ProductListApi(GenericAPIView):
+    serializer_class = ProductSerializer  # also what OPTIONS describes
+
     @extend_schema(
         operation_id="products_list",
         parameters=[ProductFilterSerializer],
-        responses={200: ProductSerializer(many=True)},
+        responses={200: ProductSerializer(many=True), 400: ErrorSerializer, 404: ErrorSerializer},
     )
     def get(self, request):
         params = ProductFilterSerializer(data=request.query_params)
@@ -71,6 +73,7 @@ class PartnerApi(GenericAPIView):
 
     authentication_classes = [TokenAuthentication]
     permission_classes = [IsAuthenticated]
+    serializer_class = ProductSerializer
 
     def merchant(self) -> Merchant:
         merchants = list(Merchant.objects.filter(staff=self.request.user)[:2])

@@ -3,20 +3,11 @@ from rest_framework import serializers
 
 from catalog.models import Category, Merchant
 from search.models import Click
-
-
-class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know, so a typo in a filter is an error, not a no-op."""
-
-    def to_internal_value(self, data):
-        unknown = sorted(set(getattr(data, "keys", lambda: [])()) - set(self.fields))
-        if unknown:
-            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
-        return super().to_internal_value(data)
+from visualshop.api import MAX_ID, PrimaryKeyField, StrictSerializer
 
 
 class SearchFiltersSerializer(StrictSerializer):
-    category = serializers.PrimaryKeyRelatedField(
+    category = PrimaryKeyField(
         queryset=Category.objects.all(), required=False, help_text="category id; its subcategories are included"
     )
     merchant = serializers.SlugRelatedField(slug_field="slug", queryset=Merchant.objects.all(), required=False)
@@ -103,9 +94,11 @@ class SearchResponseSerializer(serializers.Serializer):
 
 
 class ClickInputSerializer(StrictSerializer):
-    query_id = serializers.IntegerField(min_value=1)
-    product_id = serializers.IntegerField(min_value=1)
-    position = serializers.IntegerField(min_value=1, required=False, help_text="ignored: the logged position is used")
+    query_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    product_id = serializers.IntegerField(min_value=1, max_value=MAX_ID)
+    position = serializers.IntegerField(
+        min_value=1, max_value=1000, required=False, help_text="ignored: the logged position is used"
+    )
     kind = serializers.ChoiceField(choices=Click.Kind.choices, default=Click.Kind.CLICK)
 
 

@@ -2,12 +2,25 @@
 
 from django.conf import settings
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from catalog.models import Category, Merchant
 
 # Results asked for per search: two rows of a desktop grid, a short scroll on a phone.
 PHOTO_SEARCH_K = 12
+
+
+def _category_choices() -> list[tuple[Category, int]]:
+    """Top-level categories, each followed by its subcategories: (category, depth)."""
+    children: dict[int | None, list[Category]] = {}
+    for c in Category.objects.order_by("name"):
+        children.setdefault(c.parent_id, []).append(c)
+    out = []
+    for root in children.get(None, []):
+        out.append((root, 0))
+        out += [(child, 1) for child in children.get(root.pk, [])]
+    return out
 
 
 @ensure_csrf_cookie  # the page's script posts with X-CSRFToken read from this cookie
@@ -17,11 +30,11 @@ def photo_search(request):
         request,
         "search/upload.html",
         {
-            "search_url": "/api/v1/search/",
-            "click_url": "/api/v1/clicks/",
+            "search_url": reverse("api:search"),
+            "click_url": reverse("api:clicks"),
             "k": PHOTO_SEARCH_K,
             "max_side": settings.SEARCH_MAX_SIDE,
-            "categories": Category.objects.filter(parent__isnull=True).order_by("name"),
+            "categories": _category_choices(),
             "merchants": Merchant.objects.order_by("name"),
         },
     )

@@ -6,7 +6,8 @@ Rather than re-typing the architecture by hand and hoping the layer order matche
 weights, :class:`TfjsGraph` executes the graph's own ops with PyTorch functions. It runs
 once, at set-up time (``python -m vision.weights``), and is traced to a TorchScript file,
 so run-time code needs neither the JSON nor this interpreter: it loads the file
-(:func:`load_torchscript`), feeds it RGB in 0..1 and decodes the outputs
+(:func:`load_torchscript`), re-plans its graph for CPU inference (:func:`optimize_for_cpu`,
+same outputs in ~2/3 of the time), feeds it RGB in 0..1 and decodes the outputs
 (:func:`vision.detect.decode_nanodet`).
 
 Facts about this graph (read from nanodet.json, checked against @tensorflow/tfjs):
@@ -468,26 +469,26 @@ CPU_MODEL_TOLERANCE = 1e-4
 class CpuNanoDet:
     """The converted graph, re-planned at load time for one-thread CPU inference.
 
-    Same inputs (RGB 0..1, NCHW shape) and the same six maps as the TorchScript file, up to
-    float rounding (:data:`CPU_MODEL_TOLERANCE`), in ~2/3 of its time. The file itself is
-    untouched, so nothing needs converting again. What the file's graph spends its time on
-    besides the convolutions, and what this does instead (one thread, 2-core AVX2):
+    Same input (RGB 0..1, [1, 3, H, W]) and the same six maps as the TorchScript file, up to
+    float rounding (:data:`CPU_MODEL_TOLERANCE`), in ~2/3 of its time; the file itself is
+    untouched, so nothing needs converting again. Where the file's graph loses time, and
+    what this plan does instead (one thread, 2-core AVX2):
 
-    - NCHW throughout, with a copy back to NCHW after every convolution: oneDNN reorders
-      activations to its blocked layout and back for each convolution, the 3-channel stem
-      convolution alone takes 9-12 ms, and the 1x1 head convolutions fall back to im2col.
-      Here activations stay channels-last (NHWC in memory) from the input to the heads: the
-      stem takes ~1.5 ms, and every convolution runs in oneDNN (``mkldnn::_convolution_pointwise``).
-    - LeakyReLU as a separate pass over each activation: fused into its convolution.
+    - every activation NCHW, copied back to NCHW after each convolution: oneDNN then
+      reorders each convolution's input and output, the 3-channel stem convolution alone
+      takes 9-12 ms and the 1x1 head convolutions fall back to im2col. Here activations
+      stay channels-last (NHWC in memory) from the input to the heads, and every
+      convolution runs in oneDNN (``mkldnn::_convolution_pointwise``): the stem takes ~1.5 ms.
+    - LeakyReLU as its own pass over each activation: fused into the convolution before it.
     - the stem max-pool's ``PadV2(-inf)``, a padded copy of the largest activation: the
-      pool's own padding is the same (it pads with -inf).
-    - the input normalisation (flip to BGR, x255, -mean, /std: four passes): one subtraction;
-      the channel flip and the scales move into the stem convolution's weights. Subtracting
-      the mean first keeps the convolution's zero padding equal to the mean colour, as in
-      the graph.
+      pool pads by itself, with -inf too.
+    - the input normalisation, four passes (flip to BGR, x255, -mean, /std): one
+      subtraction, the channel flip and the scales moving into the stem convolution's
+      weights. Subtracting the mean first keeps that convolution's zero padding equal to
+      the mean colour, as in the graph.
 
-    Works on any graph :func:`convert_to_torchscript` writes: a pattern that does not match
-    is simply run as the graph says, op by op.
+    The plan is built from the frozen graph's nodes; anything that does not match one of
+    these patterns runs as the graph says, op by op. ``rewrites`` counts what was applied.
     """
 
     def __init__(self, scripted: torch.jit.ScriptModule) -> None:
@@ -503,7 +504,9 @@ class CpuNanoDet:
         self._steps: list[tuple[Callable[..., Any], list[str], list[str]]] = []
         self._output: list[str] = []
         self._fused = _mkldnn_conv_available()
+        self.rewrites = {"normalisation": 0, "pool_padding": 0, "conv": 0, "conv_leaky_relu": 0, "layout_only": 0}
         self._plan(graph)
+        del self._nodes, self._users  # the graph's nodes; the plan holds its own tensors
 
     @torch.no_grad()
     def __call__(self, rgb: Tensor) -> tuple[Tensor, ...]:
@@ -529,9 +532,9 @@ class CpuNanoDet:
         return value.debugName() in self._consts
 
     def _through_views(self, node: torch._C.Node, kind: str) -> tuple[torch._C.Node, list[int]] | None:
-        """The ``kind`` node that alone consumes ``node``'s output, through views only, and
-        the permutation those views apply (None if anything else reads the value)."""
-        perm = list(range(4))
+        """The ``kind`` node that alone reads ``node``'s output, through views only, and the
+        permutation those views apply; None if anything else reads the value on the way."""
+        perm = [0, 1, 2, 3]
         while True:
             users = self._users.get(node.output().debugName(), [])
             if len(users) != 1:
@@ -542,10 +545,13 @@ class CpuNanoDet:
             if node.kind() not in _VIEW_OPS:
                 return None
             if node.kind() == "aten::permute":
-                perm = [perm[i] for i in self._const(node.inputsAt(1))]
+                step = self._const(node.inputsAt(1))
+                if step is None or len(step) != len(perm):
+                    return None
+                perm = [perm[i] for i in step]
 
     def _plan(self, graph: torch._C.Graph) -> None:
-        for node in self._nodes:  # constants first: the patterns below look at them
+        for node in self._nodes:  # constants first: the patterns look at them
             ins = list(node.inputs())
             if node.kind() == "prim::Constant":
                 self._consts[node.output().debugName()] = node.output().toIValue()
@@ -553,42 +559,60 @@ class CpuNanoDet:
                 self._consts[node.output().debugName()] = [self._const(i) for i in ins]
         (result,) = graph.outputs()
         returned = result.node() if result.node().kind() == "prim::TupleConstruct" else None
-        self._output = [self._name(i) for i in returned.inputs()] if returned is not None else [result.debugName()]
-        skip, pool_pads, fused_acts = {returned}, {}, set()
+        outputs = list(returned.inputs()) if returned is not None else [result]
+        skip: set[torch._C.Node] = {returned} if returned is not None else set()
+        pool_pads: dict[torch._C.Node, int] = {}
+        fused_acts: set[torch._C.Node] = set()
         stem = self._normalisation_prologue()
         if stem is not None:
-            skip |= set(stem[:4])
+            flip, mul, sub, div, stem_conv, shift, scale = stem
+            skip |= {flip, mul, sub, div}
+            self._steps.append((lambda x, m=shift: x - m, [self._input], ["stem:input"]))
+            self._alias[div.output().debugName()] = "stem:input"  # read by the stem conv only
+            self.rewrites["normalisation"] += 1
         for node in self._nodes:
             kind, ins = node.kind(), list(node.inputs())
             outs = [o.debugName() for o in node.outputs()]
-            if node in skip or (outs and outs[0] in self._consts):
+            if node in skip or (len(outs) == 1 and outs[0] in self._consts):
                 continue
             if kind == "aten::contiguous" or node in fused_acts:
                 self._alias[outs[0]] = self._name(ins[0])  # layout only / already applied
+                self.rewrites["layout_only"] += kind == "aten::contiguous"
             elif kind == "aten::permute" and self._undoes_permute(node):
                 self._alias[outs[0]] = self._name(ins[0].node().inputsAt(0))
+                self.rewrites["layout_only"] += 1
             elif kind == "aten::_convolution" and self._plannable_conv(node):
-                self._plan_conv(node, stem, fused_acts)
+                weight_scale = scale if stem is not None and node is stem_conv else None
+                self._plan_conv(node, weight_scale, fused_acts)
             elif kind == "aten::pad" and self._pool_padding(node) is not None:
                 pool, pad = self._pool_padding(node)
                 pool_pads[pool] = pad
                 self._alias[outs[0]] = self._name(ins[0])
+                self.rewrites["pool_padding"] += 1
             elif kind == "aten::max_pool2d" and node in pool_pads:
                 kernel, stride, _, dilation, ceil = (self._const(i) for i in ins[1:])
                 pool = _max_pool(kernel, stride, pool_pads[node], dilation, ceil)
                 self._steps.append((pool, [self._name(ins[0])], outs))
-            elif kind.startswith("prim::"):
+            elif kind in _PRIM_RUNTIME:
                 self._steps.append((_PRIM_RUNTIME[kind], [self._name(i) for i in ins], outs))
             else:
                 self._steps.append(self._generic(node))
-        # Names may have been aliased after the output list was read.
-        self._output = [self._alias.get(o, o) for o in self._output]
+        self._output = [self._name(o) for o in outputs]
+        # Drop the steps nothing reads any more (views that the aliases above bypass).
+        needed, kept = set(self._output), []
+        for step in reversed(self._steps):
+            if needed.intersection(step[2]):
+                needed.update(step[1])
+                kept.append(step)
+        self._steps = kept[::-1]
 
     def _generic(self, node: torch._C.Node) -> tuple[Callable[..., Any], list[str], list[str]]:
-        """Run an aten node as it is, with its constant arguments bound now."""
+        """Run an aten node as it is, its constant arguments bound now."""
+        kind = node.kind()
+        if not kind.startswith("aten::"):
+            raise ConversionError(f"cannot run {kind} outside TorchScript")
         schema = torch._C.parse_schema(node.schema())
-        packet = getattr(torch.ops.aten, node.kind().split("::", 1)[1])
-        op = getattr(packet, schema.overload_name or "default")
+        op = getattr(getattr(torch.ops.aten, kind[len("aten::") :]), schema.overload_name or "default")
         ins = list(node.inputs())
         consts = [self._const(i) for i in ins]
         live = [k for k, i in enumerate(ins) if not self._is_const(i)]
@@ -614,42 +638,48 @@ class CpuNanoDet:
 
     def _plannable_conv(self, node: torch._C.Node) -> bool:
         ins = list(node.inputs())
-        return all(self._is_const(i) for i in ins[1:]) and not self._const(ins[6])  # not transposed
+        weight = self._const(ins[1])
+        transposed = self._const(ins[6])
+        return (
+            all(self._is_const(i) for i in ins[1:])
+            and transposed is False
+            and isinstance(weight, Tensor)
+            and weight.dim() == 4
+        )
 
-    def _plan_conv(self, node: torch._C.Node, stem: tuple[Any, ...] | None, fused_acts: set) -> None:
+    def _plan_conv(self, node: torch._C.Node, input_scale: Tensor | None, fused_acts: set) -> None:
         ins = list(node.inputs())
         weight, bias, stride, padding, dilation = (self._const(i) for i in ins[1:6])
         groups = self._const(ins[8])
-        src = self._name(ins[0])
-        if stem is not None and node is stem[4]:
-            shift, scale = stem[5], stem[6]
-            weight = (weight * scale).flip(1)
-            self._steps.append((lambda x, m=shift: x - m, [self._input], ["stem:input"]))
-            src = "stem:input"
+        if input_scale is not None:  # the stem: normalisation scales and the RGB->BGR flip
+            weight = (weight * input_scale).flip(1)
         weight = weight.contiguous(memory_format=torch.channels_last)
         act = self._through_views(node, "aten::leaky_relu")
         alpha = self._const(act[0].inputsAt(1)) if act is not None else None
-        if act is not None and alpha is not None:
+        if alpha is not None:
             fused_acts.add(act[0])
-        conv = _conv(weight, bias, stride, padding, dilation, groups, alpha if act is not None else None, self._fused)
-        self._steps.append((conv, [src], [node.output().debugName()]))
+            self.rewrites["conv_leaky_relu"] += 1
+        else:
+            self.rewrites["conv"] += 1
+        conv = _conv(weight, bias, stride, padding, dilation, groups, alpha, self._fused)
+        self._steps.append((conv, [self._name(ins[0])], [node.output().debugName()]))
 
     def _pool_padding(self, node: torch._C.Node) -> tuple[torch._C.Node, int] | None:
         """``aten::pad(x, p, -inf)`` read only by a max-pool over the padded axes: (pool, p)."""
         pad, mode, value = (self._const(i) for i in list(node.inputs())[1:4])
         found = self._through_views(node, "aten::max_pool2d")
-        if found is None or mode != "constant" or value != float("-inf") or pad is None:
+        if found is None or mode != "constant" or value != float("-inf") or not pad:
             return None
         pool, perm = found
         kernel, _, pool_pad, _, ceil = (self._const(i) for i in list(pool.inputs())[1:])
         p = pad[0]
-        if perm != [0, 1, 2, 3] or pad != [p] * 4 + [0] * (len(pad) - 4) or list(pool_pad) != [0, 0] or ceil:
+        if perm != [0, 1, 2, 3] or list(pad) != [p] * 4 + [0] * (len(pad) - 4) or list(pool_pad or [1]) != [0, 0]:
             return None
-        return (pool, p) if 0 < p <= min(kernel) // 2 else None
+        return (pool, p) if ceil is False and 0 < p <= min(kernel) // 2 else None
 
     def _normalisation_prologue(self) -> tuple[Any, ...] | None:
         """flip(RGB->BGR) -> mul(s) -> sub(mean) -> div(std) -> stem conv, as NanoDet.forward
-        traces: (its four nodes, the conv, the RGB shift, the per-channel weight scale)."""
+        traces: (those five nodes, the RGB shift, the stem weights' per-channel scale)."""
         users = self._users.get(self._input, [])
         if len(users) != 1 or users[0].kind() != "aten::flip":
             return None
@@ -660,15 +690,19 @@ class CpuNanoDet:
                 return None
             chain.append(found[0])
         flip, mul, sub, div, conv = chain
-
-        def const(node: torch._C.Node, k: int) -> Any:
-            return self._const(node.inputsAt(k))
-
-        s, mean, alpha, std = const(mul, 1), const(sub, 1), const(sub, 2), const(div, 1)
-        weight = const(conv, 1)
-        if const(flip, 1) != [1] or not isinstance(weight, Tensor) or weight.shape[1] != 3 or alpha != 1:
+        if [n.inputsAt(0).node() for n in (mul, sub, div)] != [flip, mul, sub] or not self._plannable_conv(conv):
             return None
-        if not (isinstance(mean, Tensor) and isinstance(std, Tensor) and mean.numel() == std.numel() == 3):
+        s, mean, alpha, std = (self._const(n.inputsAt(k)) for n, k in ((mul, 1), (sub, 1), (sub, 2), (div, 1)))
+        weight = self._const(conv.inputsAt(1))
+        if self._const(flip.inputsAt(1)) != [1] or weight.shape[1] != 3 or alpha != 1:
+            return None
+        if not all(isinstance(t, Tensor) and t.numel() == 3 for t in (mean, std)):
+            return None
+        if isinstance(s, Tensor):
+            if s.numel() != 1:
+                return None
+            s = s.item()
+        if not isinstance(s, (int, float)):
             return None
         s = float(s)
         # (flip(x) * s - mean) / std == flip(x - mean_rgb / s) * (s / std)
@@ -700,9 +734,12 @@ def _conv(
     return lambda x: F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
 
-def _max_pool(kernel: list[int], stride: list[int], padding: int, dilation: list[int], ceil: bool) -> Callable[[Tensor], Tensor]:
-    # Channels-last: 2.3 ms instead of 21 ms for the stem's 3x3/2 pool (one thread).
-    return lambda x: F.max_pool2d(x.contiguous(memory_format=torch.channels_last), kernel, stride, padding, dilation, ceil)
+def _max_pool(
+    kernel: list[int], stride: list[int], padding: int, dilation: list[int], ceil: bool
+) -> Callable[[Tensor], Tensor]:
+    # Channels-last (as _maxpool above): PyTorch's one-thread NCHW max-pool is ~10x slower.
+    channels_last = torch.channels_last
+    return lambda x: F.max_pool2d(x.contiguous(memory_format=channels_last), kernel, stride, padding, dilation, ceil)
 
 
 _PRIM_RUNTIME: dict[str, Callable[..., Any]] = {
@@ -724,7 +761,10 @@ def optimize_for_cpu(
         fast = CpuNanoDet(scripted)
         x = reference_input()
         with torch.no_grad():
-            drift = max(torch.max(torch.abs(a - b)).item() for a, b in zip(fast(x), scripted(x)))
+            got, want = fast(x), scripted(x)
+        if len(got) != len(want) or any(a.shape != b.shape for a, b in zip(got, want)):
+            raise ConversionError("the re-planned model's outputs have other shapes")
+        drift = max(torch.max(torch.abs(a - b)).item() for a, b in zip(got, want))
     except Exception as exc:  # an op or pattern this torch does not support
         warnings.warn(f"NanoDet runs unoptimised: re-planning failed ({exc})", RuntimeWarning, stacklevel=2)
         return scripted

@@ -2,7 +2,7 @@
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -35,3 +35,29 @@ def exception_handler(exc, context):
         body = {"code": getattr(detail, "code", None) or code, "message": _first_message(detail), "fields": {}}
     response.data = {"error": body}
     return response
+
+
+MAX_ID = 2**63 - 1  # the database's bigint: a larger id must be a 400, not a DataError
+
+
+class PrimaryKeyField(serializers.PrimaryKeyRelatedField):
+    """PrimaryKeyRelatedField that refuses ids outside the database's integer range."""
+
+    def to_internal_value(self, data):
+        try:
+            value = int(data)
+        except (TypeError, ValueError):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        if not 1 <= value <= MAX_ID:
+            self.fail("does_not_exist", pk_value=data)
+        return super().to_internal_value(value)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo in a filter is an error, not a no-op."""
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(getattr(data, "keys", lambda: [])()) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)

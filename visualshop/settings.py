@@ -138,6 +138,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "VisualShop API",
     "DESCRIPTION": "Photo search over the catalog and partner catalog management.",
     "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 # The catalog.

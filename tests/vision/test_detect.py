@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from vision.detect import (
     NanoDetDetector,
     NoDetector,
     WeightsUnavailable,
+    _to_square,
     choose_box,
     decode_nanodet,
     detect_with_whole_image,
@@ -320,6 +322,118 @@ def test_reference_input_is_regenerated_exactly():
     assert torch.equal(x[..., ::4, ::4].repeat_interleave(4, -1).repeat_interleave(4, -2), x)
 
 
+# --------------------------------------------------------------------------- load-time CPU plan
+
+
+def _exported_detector_graph() -> tuple[dict, dict]:
+    """A small graph in the exporter's style: stem conv + LeakyReLU, PadV2(-inf) + max-pool,
+    a conv + LeakyReLU and a bare 1x1 conv, two outputs (sigmoid scores, raw maps)."""
+    rng = np.random.default_rng(1)
+    nhwc = {"s": "TkhXQw=="}  # base64 "NHWC"
+    valid = {"s": "VkFMSUQ="}  # base64 "VALID"
+    window, window_stride = {"list": {"i": ["1", "3", "3", "1"]}}, {"list": {"i": ["1", "2", "2", "1"]}}
+
+    def conv(name: str, src: str, k: str, b: str, stride: int) -> list[dict]:
+        return [
+            _node(f"{name}_pad", "Pad", [src, "pads1"]),
+            _node(f"{name}_t", "Transpose", [f"{name}_pad", "to_nhwc"]),
+            _node(
+                f"{name}",
+                "Conv2D",
+                [f"{name}_t", k],
+                padding=valid,
+                data_format=nhwc,
+                strides={"list": {"i": ["1", str(stride), str(stride), "1"]}},
+            ),
+            _node(f"{name}_add", "AddV2", [name, b]),
+            _node(f"{name}_out", "Transpose", [f"{name}_add", "to_nchw"]),
+        ]
+
+    nodes = [_node(n, "Const") for n in ("pads1", "pads0", "to_nhwc", "to_nchw", "ninf", "k1", "b1", "k2", "b2")]
+    nodes += [_node(n, "Const") for n in ("k3", "b3")]
+    nodes += [_node("x", "Placeholder")]
+    nodes += conv("c1", "x", "k1", "b1", 2)
+    nodes += [
+        _node("a1", "LeakyRelu", ["c1_out"], alpha={"f": 0.1}),
+        _node("pp", "PadV2", ["a1", "pads1", "ninf"]),
+        _node("pt", "Transpose", ["pp", "to_nhwc"]),
+        _node("pool", "MaxPool", ["pt"], ksize=window, strides=window_stride, padding=valid),
+        _node("pool_out", "Transpose", ["pool", "to_nchw"]),
+    ]
+    nodes += conv("c2", "pool_out", "k2", "b2", 1)
+    nodes += [_node("a2", "LeakyRelu", ["c2_out"], alpha={"f": 0.1}), _node("scores", "Sigmoid", ["a2"])]
+    nodes += conv("c3", "pool_out", "k3", "b3", 1)
+    nodes[-5]["input"][1] = "pads0"  # the 1x1 conv: no padding
+    consts = {
+        "pads1": np.array([[0, 0], [0, 0], [1, 1], [1, 1]], dtype=np.int32),
+        "pads0": np.zeros((4, 2), dtype=np.int32),
+        "to_nhwc": np.array([0, 2, 3, 1], dtype=np.int32),
+        "to_nchw": np.array([0, 3, 1, 2], dtype=np.int32),
+        "ninf": np.array(-np.inf, dtype=np.float32),
+        "k1": rng.standard_normal((3, 3, 3, 8)).astype(np.float32) * 0.3,
+        "b1": rng.standard_normal(8).astype(np.float32),
+        "k2": rng.standard_normal((3, 3, 8, 6)).astype(np.float32) * 0.3,
+        "b2": rng.standard_normal(6).astype(np.float32),
+        "k3": rng.standard_normal((1, 1, 8, 4)).astype(np.float32) * 0.3,
+        "b3": rng.standard_normal(4).astype(np.float32),
+    }
+    return {"modelTopology": {"node": nodes}}, consts
+
+
+@functools.cache
+def _synthetic_torchscript() -> torch.jit.ScriptModule:
+    graph, consts = _exported_detector_graph()
+    model = nanodet.NanoDet(nanodet.TfjsGraph(graph, consts, input_name="x", output_names=("scores", "c3_out")))
+    example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.freeze(torch.jit.trace(model.eval(), example, check_trace=False).eval())
+
+
+def test_cpu_plan_gives_the_graphs_outputs_with_its_rewrites():
+    # given a frozen, traced graph like the converter writes (normalisation in front)
+    scripted = _synthetic_torchscript()
+    # when it is re-planned for the CPU
+    fast = nanodet.CpuNanoDet(scripted)
+    # then every rewrite applied: normalisation folded into the stem, the -inf pad into the
+    # pool, both LeakyReLUs into their convolutions, the copies to NCHW dropped
+    assert fast.rewrites["normalisation"] == 1 and fast.rewrites["pool_padding"] == 1
+    assert fast.rewrites["conv_leaky_relu"] == 2 and fast.rewrites["conv"] == 1
+    assert fast.rewrites["layout_only"] > 0
+    # and the outputs are the graph's, for NCHW and channels-last inputs, at any size
+    for size in (64, 50):
+        x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+        with torch.no_grad():
+            want = scripted(x)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = fast(x.contiguous(memory_format=layout))
+            assert [g.shape for g in got] == [w.shape for w in want]
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_plan_falls_back_to_the_graph_when_it_drifts():
+    scripted = _synthetic_torchscript()
+    assert isinstance(nanodet.optimize_for_cpu(scripted), nanodet.CpuNanoDet)
+    with pytest.warns(RuntimeWarning, match="runs unoptimised"):
+        assert nanodet.optimize_for_cpu(scripted, tolerance=-1.0) is scripted
+
+
+def test_to_square_gives_channels_last_pixels_and_the_letterbox():
+    # given a 300x200 photo letterboxed to 64x64: scale 64/300, 43 rows of image, 10 rows of padding above
+    rng = np.random.default_rng(2)
+    image = Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8))
+    x, scale, (pad_x, pad_y) = _to_square(image, 64, letterbox=True)
+    # then the tensor is NHWC in memory (what CpuNanoDet runs on), in 0..1
+    assert x.shape == (1, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
+    assert (pad_x, pad_y) == (0, 10) and scale == pytest.approx((64 / 300, 43 / 200))
+    resized = np.asarray(image.resize((64, 43), Image.Resampling.BILINEAR, reducing_gap=1.0))
+    pixels = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(pixels[10:53], resized)
+    mean_rgb = [round(c) for c in nanodet.BGR_MEAN[::-1]]
+    assert (pixels[:10] == mean_rgb).all() and (pixels[53:] == mean_rgb).all()
+
+
 # --------------------------------------------------------------------------- real NanoDet
 
 
@@ -348,6 +462,25 @@ def test_converted_nanodet_matches_the_tfjs_reference():
 
     worst = nanodet.check_against_reference(nanodet.load_torchscript(nanodet_path()))
     assert worst < 1e-4
+
+
+@pytest.mark.weights
+def test_cpu_plan_of_the_real_nanodet_matches_the_file_and_the_reference(real_nanodet):
+    from vision.weights import nanodet_path
+
+    scripted = nanodet.load_torchscript(nanodet_path())
+    fast = real_nanodet.model
+    # the detector runs the re-planned model, with every rewrite applied
+    assert isinstance(fast, nanodet.CpuNanoDet)
+    assert fast.rewrites["normalisation"] == 1 and fast.rewrites["pool_padding"] == 1
+    assert fast.rewrites["conv_leaky_relu"] == 28 and fast.rewrites["conv"] == 6
+    # it passes the tfjs reference check, and matches the file on a real letterboxed photo
+    assert nanodet.check_against_reference(fast) < 1e-4
+    photo = Image.open(SHARED / "reviews" / "Banana" / "Banana_002.jpg").convert("RGB")
+    x, _, _ = _to_square(photo, nanodet.INPUT_SIZE, letterbox=True)
+    with torch.no_grad():
+        drift = max((a - b).abs().max().item() for a, b in zip(fast(x), scripted(x)))
+    assert drift < nanodet.CPU_MODEL_TOLERANCE
 
 
 @pytest.mark.weights

@@ -130,6 +130,37 @@ def test_batching_does_not_change_vectors(small):
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
 
 
+def test_compiled_inference_matches_the_eager_network(small):
+    # embed() runs a traced, frozen copy of small.net; training and the version use small.net
+    images = _random_images(3, seed=2)
+    with torch.inference_mode():
+        eager = small.net(small.preprocess.batch(images)).numpy()
+    np.testing.assert_allclose(small.embed(images), eager, atol=1e-5)
+
+
+def test_compilation_keeps_the_version_and_any_batch_size(small, monkeypatch):
+    # given the compiled network (traced at one image) and an embedder built without compiling
+    assert isinstance(small.inference_net, torch.jit.ScriptModule)
+    monkeypatch.setattr(embed, "optimize_for_inference", lambda net, size: net)
+    eager = TorchvisionEmbedder(SMALL, preprocess=TINY, weights=None, seed=0)
+    assert eager.inference_net is eager.net
+    # then the version is the same (it is derived from the weights and preprocessing only)
+    assert eager.version == small.version
+    # and so are the vectors, whatever the batch size
+    images = _random_images(7, seed=3)
+    np.testing.assert_allclose(small.embed(images, batch_size=4), eager.embed(images), atol=1e-5)
+
+
+def test_a_network_that_cannot_be_compiled_runs_eagerly():
+    class DictOut(torch.nn.Module):  # the tracer refuses dict outputs
+        def forward(self, x):
+            return {"f": x.mean(dim=(2, 3))}
+
+    net = DictOut().eval()
+    with pytest.warns(RuntimeWarning, match="runs eagerly"):
+        assert embed.optimize_for_inference(net, 8) is net
+
+
 def test_version_depends_on_weights_preprocessing_and_head(small):
     assert small.version.startswith(f"{SMALL}-") and len(small.version.split("-")[-1]) == 12
     assert TorchvisionEmbedder(SMALL, preprocess=TINY, weights=None, seed=0).version == small.version
@@ -237,3 +268,14 @@ def test_pretrained_features_match_altered_catalog_photos():
     scores = e.embed(altered) @ gallery.T
     # then every copy's nearest catalog photo is its own product
     assert (scores.argmax(axis=1) == np.arange(len(keys))).all()
+
+
+@pytest.mark.weights
+def test_mobilenet_v2_compiled_folds_batchnorm_and_matches_eager():
+    e = _real_mobilenet()
+    graph = str(e.inference_net.graph)
+    assert "batch_norm" not in graph and "mkldnn_convolution" in graph
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        drift = (e.inference_net(x) - e.net(x)).abs().max().item()
+    assert drift < embed.INFERENCE_TOLERANCE
