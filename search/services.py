@@ -95,3 +95,25 @@ def index_sync_enqueue() -> None:
     if not settings.SEARCH_AUTO_INDEX:
         return
     transaction.on_commit(lambda: _send(index_sync_task))
+
+
+def query_photos_purge(*, older_than_days: int | None = None, batch: int = 500) -> int:
+    """Delete query photos past the retention period; the query rows stay for statistics."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from search.models import SearchQuery
+
+    days = settings.SEARCH_PHOTO_RETENTION_DAYS if older_than_days is None else older_than_days
+    cutoff = timezone.now() - timedelta(days=days)
+    purged = 0
+    while True:
+        queries = list(SearchQuery.objects.filter(created_at__lt=cutoff).exclude(photo="")[:batch])
+        if not queries:
+            return purged
+        for query in queries:
+            query.photo.delete(save=False)  # storage first: a crash leaves a row to retry, not an orphan file
+            query.photo = ""
+        SearchQuery.objects.bulk_update(queries, ["photo"])
+        purged += len(queries)

@@ -35,3 +35,8 @@ def index_sync_task() -> dict:
     result = services.index_sync_active()
     logger.info("index sync: %s", result)
     return result.__dict__
+
+
+@shared_task(acks_late=True, **RETRY)
+def query_photos_purge_task() -> int:
+    return services.query_photos_purge()

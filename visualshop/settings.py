@@ -194,5 +194,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default
 # A task taken by a worker that dies unacknowledged goes back to the queue after this long
 # (Redis transport). It must exceed the longest task plus its retry countdown (300 s max).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=900)}
+# Shoppers' query photos are deleted after this many days (the query rows stay).
+SEARCH_PHOTO_RETENTION_DAYS = env.int("VISUALSHOP_SEARCH_PHOTO_RETENTION_DAYS", default=30)
 SEARCH_DETECTOR = env.str("VISUALSHOP_SEARCH_DETECTOR", default="nanodet")
 SEARCH_MAX_SIDE = env.int("VISUALSHOP_SEARCH_MAX_SIDE", default=1024)

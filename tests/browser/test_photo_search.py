@@ -17,34 +17,16 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.urls import NoReverseMatch, reverse
 from PIL import Image
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import ARTIFACTS, REPO
 
 GROCERY = REPO.parent / "shared" / "datasets" / "grocery-store"
-HERE = Path(__file__).resolve().parent
 # Model loading on the first search of a process takes seconds on these 2-core machines.
 SEARCH_TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def page_url(live_server, settings) -> str:
-    """The photo-search page's address on the live server."""
-    # TEMPORARY, until visualshop/urls.py routes search:photo_search and base.html has the
-    # head/scripts blocks: the same page through tests/browser/shim_urls.py and shim_templates/.
-    try:
-        reverse("search:photo_search")
-    except NoReverseMatch:
-        settings.ROOT_URLCONF = "tests.browser.shim_urls"
-    if "block scripts" not in (REPO / "templates" / "base.html").read_text():
-        engine = settings.TEMPLATES[0]
-        dirs = [HERE / "shim_templates", *engine.get("DIRS", [])]
-        settings.TEMPLATES = [{**engine, "DIRS": dirs}, *settings.TEMPLATES[1:]]
-    return live_server.url + reverse("search:photo_search")
 
 
 def save_screenshot(page: Page, name: str) -> Path:

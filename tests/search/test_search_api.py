@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -188,3 +189,22 @@ def test_another_session_cannot_click_for_you(client, shop):
 def test_the_schema_and_docs_are_served(client):
     assert client.get("/api/v1/schema/").status_code == 200
     assert client.get(reverse("api:docs")).status_code == 200
+
+
+def test_query_photos_are_deleted_after_the_retention_period(client, shop, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from search.tasks import query_photos_purge_task
+
+    old = client.post(URL, {"image": upload(photo(0))}).json()["query_id"]
+    new = client.post(URL, {"image": upload(photo(1))}).json()["query_id"]
+    SearchQuery.objects.filter(pk=old).update(
+        created_at=timezone.now() - timedelta(days=settings.SEARCH_PHOTO_RETENTION_DAYS + 1)
+    )
+    path = SearchQuery.objects.get(pk=old).photo.path
+    assert query_photos_purge_task.apply().get() == 1
+    old_q, new_q = SearchQuery.objects.get(pk=old), SearchQuery.objects.get(pk=new)
+    assert not old_q.photo and new_q.photo and not Path(path).exists()
+    assert old_q.impressions.exists()  # the statistics stay
