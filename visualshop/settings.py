@@ -189,6 +189,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "search.tasks.index_sync_task",
         "schedule": env.float("VISUALSHOP_INDEX_SYNC_SECONDS", 30.0),
     },
+    "query-photos-purge": {"task": "search.tasks.query_photos_purge_task", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / "celerybeat-schedule"))
 # A task taken by a worker that dies unacknowledged goes back to the queue after this long
