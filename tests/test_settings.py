@@ -74,6 +74,11 @@ def test_environment_selects_the_services():
 def test_beat_schedules_the_maintenance_tasks():
     from visualshop.celery import app
 
+    app.loader.import_default_modules()  # autodiscovery, as a worker does at start
     tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
-    assert tasks == {"search.tasks.embed_sweep_task", "search.tasks.index_sync_task", "search.tasks.query_photos_purge_task"}
+    assert tasks == {
+        "search.tasks.embed_sweep_task",
+        "search.tasks.index_sync_task",
+        "search.tasks.query_photos_purge_task",
+    }
     assert tasks <= set(app.tasks)
