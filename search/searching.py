@@ -41,6 +41,13 @@ class SearchFilters:
 
 
 @dataclass(frozen=True)
+class Ranked:
+    product_id: int
+    score: float  # visual similarity
+    rank_score: float | None = None
+
+
+@dataclass(frozen=True)
 class SearchItem:
     product: Product
     position: int
@@ -66,7 +73,7 @@ def category_with_descendants(category: Category) -> list[int]:
 
 
 def filtered_products(*, product_ids: Sequence[int], filters: SearchFilters) -> QuerySet[Product]:
-    qs = Product.objects.filter(pk__in=product_ids, is_active=True).select_related("merchant")
+    qs = Product.objects.filter(pk__in=product_ids, is_active=True)
     if filters.category is not None:
         qs = qs.filter(category_id__in=category_with_descendants(filters.category))
     if filters.merchant is not None:
@@ -77,15 +84,18 @@ def filtered_products(*, product_ids: Sequence[int], filters: SearchFilters) -> 
         qs = qs.filter(price__lte=filters.max_price)
     if filters.in_stock:
         qs = qs.filter(stock__gt=0)
-    return qs.prefetch_related("images")
+    return qs
 
 
-Reranker = Callable[[list[SearchItem]], list[SearchItem]]
+# A reranker reorders the filtered candidates (product_id, visual score) and may attach its
+# own score; it fetches whatever features it needs in bulk. Product rows are loaded only
+# for the k that are shown.
+Reranker = Callable[[list[Ranked]], list[Ranked]]
 
 
-def visual_order(items: list[SearchItem]) -> list[SearchItem]:
+def visual_order(candidates: list[Ranked]) -> list[Ranked]:
     """The rerank hook's default until a CTR model is live: the visual order."""
-    return items
+    return candidates
 
 
 def _log_photo(image) -> tuple[ContentFile, str]:
@@ -115,19 +125,20 @@ def photo_search(
     from search.pipeline import search_pipeline
 
     pipeline, live = search_pipeline()
-    candidates = max(MIN_CANDIDATES, k * CANDIDATES_PER_RESULT)
-    result = pipeline.run(image, box=box, k=candidates)
+    result = pipeline.run(image, box=box, k=max(MIN_CANDIDATES, k * CANDIDATES_PER_RESULT))
     t0 = time.perf_counter()
-    by_id = filtered_products(product_ids=[h.product_id for h in result.hits], filters=filters).in_bulk()
-    items = [
-        SearchItem(product=by_id[h.product_id], position=0, score=float(h.score))
-        for h in result.hits
-        if h.product_id in by_id
-    ]
+    allowed = set(
+        filtered_products(product_ids=[h.product_id for h in result.hits], filters=filters).values_list("pk", flat=True)
+    )
+    candidates = [Ranked(h.product_id, float(h.score)) for h in result.hits if h.product_id in allowed]
     t1 = time.perf_counter()
+    shown = rerank(candidates)[:k]
+    products = (
+        Product.objects.select_related("merchant").prefetch_related("images").in_bulk([c.product_id for c in shown])
+    )
     items = [
-        SearchItem(product=it.product, position=i + 1, score=it.score, rank_score=it.rank_score)
-        for i, it in enumerate(rerank(items)[:k])
+        SearchItem(product=products[c.product_id], position=i + 1, score=c.score, rank_score=c.rank_score)
+        for i, c in enumerate(shown)
     ]
     t2 = time.perf_counter()
     timings = {**result.timings_ms, "filter": (t1 - t0) * 1000, "rerank": (t2 - t1) * 1000}

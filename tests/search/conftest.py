@@ -15,3 +15,11 @@ def pixel_engine(settings, auto_index):
     live_index_reset()
     yield settings
     live_index_reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """Throttle counters live in the cache; each test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
