@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 # The stored files are decoded at most this size before the embedder's own resize to 224:
 # JPEG draft decoding makes it several times faster than full-size decoding.
 DECODE_MAX_SIDE = 448
+# Images per forward pass on one thread: MobileNetV2 at 224 took 19-24 ms CPU per photo in
+# batches of 8 against 28-30 in batches of 32 and 34 in batches of 64 (cache-bound).
+INFERENCE_BATCH = 8
 
 
 @functools.cache
@@ -97,7 +100,7 @@ def product_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion 
     embedder = embedder or embedder_active()
     images, pixels = _load_pixels(list(ProductImage.objects.filter(pk__in=image_ids)))
     if images:
-        vectors = embedder_load(embedder.name).embed(pixels)
+        vectors = embedder_load(embedder.name).embed(pixels, batch_size=INFERENCE_BATCH)
         _store_vectors(embedder=embedder, images=images, vectors=vectors, field="product_image")
     return len(images)
 
@@ -133,7 +136,7 @@ def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion |
     reviews, pixels = _load_pixels(list(ReviewImage.objects.filter(pk__in=image_ids)))
     if not reviews:
         return 0
-    vectors = embedder_load(embedder.name).embed(pixels)
+    vectors = embedder_load(embedder.name).embed(pixels, batch_size=INFERENCE_BATCH)
     _store_vectors(embedder=embedder, images=reviews, vectors=vectors, field="review_image")
     if embedder.is_active:
         views = product_views(embedder=embedder, product_ids={r.product_id for r in reviews})

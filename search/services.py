@@ -14,8 +14,9 @@ from search import embedding
 
 logger = logging.getLogger(__name__)
 
-# 32 photos per task: a measured knee on these 2-core machines (README, "Ingestion
-# throughput"): larger batches gained <5% per photo and make a killed worker redo more.
+# 32 photos per task: the per-task overhead (rows, views, index sync) is spread over enough
+# photos, and a killed worker redoes at most a second of work. The forward passes inside
+# use smaller batches (search/embedding.py INFERENCE_BATCH); see benchmarks/ingest_bench.py.
 EMBED_BATCH = 32
 SWEEP_BATCHES = 8  # per sweep run; it re-queues itself while dirty rows remain
 _EMBED = {"product": embedding.product_images_embed, "review": embedding.review_images_embed}

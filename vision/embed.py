@@ -137,7 +137,7 @@ class Embedder(Protocol):
     version: str
     dim: int
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+    def embed(self, images: Sequence[Image.Image], batch_size: int | None = None) -> np.ndarray: ...
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -171,7 +171,7 @@ class PixelEmbedder:
         self.dim = 3 * size * size
         self.version = f"pixels-{_sha256_json({'kind': 'pixels', 'pre': self.preprocess.spec()}).hexdigest()[:12]}"
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def embed(self, images: Sequence[Image.Image], batch_size: int | None = None) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         x = self.preprocess.batch(images).reshape(len(images), -1).numpy().astype(np.float64)
