@@ -10,6 +10,7 @@ admin.site.index_title = "Catalog, photos and search"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("search.urls")),
+    path("", include("search.page_urls")),
     path("", include("catalog.urls")),
 ]
 
