@@ -18,11 +18,22 @@ class App:
     handler = None
 
     def __call__(self, environ, start_response):
+        from django.core.signals import request_finished, request_started
+        from django.db import close_old_connections
+
         if self.handler is None:
             from django.core.handlers.wsgi import WSGIHandler
 
             self.handler = WSGIHandler()
-        return self.handler(environ, start_response)
+        # As django.test.Client does: closing "old" connections at the end of a request
+        # would close the test's own transaction on PostgreSQL.
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        try:
+            return list(self.handler(environ, start_response))
+        finally:
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
 
 
 def _openapi() -> dict:
