@@ -47,7 +47,7 @@ schema.app = App()
 
 
 @pytest.fixture(scope="module")
-def partner_token(django_db_setup, django_db_blocker):
+def partner_token(django_db_setup, django_db_blocker, _fuzz_settings):
     from rest_framework.authtoken.models import Token
 
     from catalog.services import product_image_add
@@ -70,20 +70,25 @@ def partner_token(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(scope="module")
-def _fuzz_settings(django_db_blocker):
+def _fuzz_settings(tmp_path_factory):
+    """Module-wide settings (the per-test `settings` fixture cannot reach module fixtures)."""
     from django.conf import settings as dj
 
-    saved = dj.VISUALSHOP_EMBEDDER, dj.SEARCH_DETECTOR, dj.SEARCH_AUTO_INDEX
-    dj.VISUALSHOP_EMBEDDER, dj.SEARCH_DETECTOR, dj.SEARCH_AUTO_INDEX = "pixels", "none", False
+    names = ["VISUALSHOP_EMBEDDER", "SEARCH_DETECTOR", "SEARCH_AUTO_INDEX", "MEDIA_ROOT"]
+    saved = {name: getattr(dj, name) for name in names}
+    values = ["pixels", "none", False, tmp_path_factory.mktemp("fuzz-media")]
+    for name, value in zip(names, values):
+        setattr(dj, name, value)
     yield
-    dj.VISUALSHOP_EMBEDDER, dj.SEARCH_DETECTOR, dj.SEARCH_AUTO_INDEX = saved
+    for name, value in saved.items():
+        setattr(dj, name, value)
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=False)
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_has_no_server_errors(case, partner_token, _fuzz_settings):
+def test_api_has_no_server_errors(case, partner_token):
     cache.clear()  # throttling is tested elsewhere; here every request gets through
     if case.path.startswith("/api/v1/partner/"):
         case.headers = {**(case.headers or {}), "Authorization": f"Token {partner_token}"}
