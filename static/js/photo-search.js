@@ -39,7 +39,6 @@
   const els = {
     query: root.querySelector(".ps-query"),
     drop: $("ps-drop"),
-    dropText: $("ps-drop-text"),
     inputs: [$("ps-camera"), $("ps-file")].filter(Boolean),
     error: $("ps-error"),
     stage: $("ps-stage"),
@@ -51,17 +50,22 @@
     grid: $("ps-grid"),
     filters: $("ps-filter-form"),
   };
-  const handles = document.createElement("div");
-  handles.className = "ps-handles";
-  handles.hidden = true;
+  // The chosen box's frame, name and corner handles, drawn above every box; only the
+  // handles take the pointer, so smaller boxes inside the chosen one stay clickable.
+  const frame = document.createElement("div");
+  frame.className = "ps-frame";
+  frame.hidden = true;
+  frame.setAttribute("aria-hidden", "true");
+  const frameTag = document.createElement("span");
+  frameTag.className = "ps-frame-tag";
+  frame.append(frameTag);
   for (const corner of ["nw", "ne", "sw", "se"]) {
     const h = document.createElement("span");
     h.className = "ps-handle";
     h.dataset.corner = corner;
-    h.setAttribute("aria-hidden", "true");
-    handles.append(h);
+    frame.append(h);
   }
-  els.photo.append(handles);
+  els.photo.append(frame);
 
   const state = {
     blob: null, // the downscaled JPEG that every search of this photo uploads
@@ -76,6 +80,7 @@
     controller: null,
     debounce: 0,
     drag: null,
+    suppressClick: false, // set by a drag: the click that may follow it picks nothing
     clicked: new Set(),
   };
 
@@ -155,10 +160,10 @@
       lastBox: null,
       queryId: null,
     });
+    els.photo.style.setProperty("--ps-aspect", String(prepared.width / prepared.height));
     els.img.src = state.objectUrl;
     els.stage.hidden = false;
     els.drop.dataset.state = "loaded";
-    els.dropText.textContent = "Search with another photo:";
     renderBoxes();
     els.grid.replaceChildren();
     search(null);
@@ -168,7 +173,8 @@
 
   function csrfToken() {
     const m = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return m ? decodeURIComponent(m[1]) : null;
+    // The page's own copy serves where the cookie is HttpOnly or named otherwise.
+    return m ? decodeURIComponent(m[1]) : root.dataset.csrfToken || null;
   }
 
   function boxParam(b) {
@@ -226,20 +232,24 @@
     } catch (e) {
       if (seq !== state.seq) return; // superseded by a newer search
       state.controller = null;
-      setBusy(false, "");
+      setBusy(false, staleStatus());
       showError(MESSAGES.network, true);
       return;
     }
     if (seq !== state.seq) return;
     state.controller = null;
     if (!response.ok || !data) {
-      setBusy(false, "");
+      setBusy(false, staleStatus());
       showError(errorMessage(response.status, data), response.status >= 429);
       return;
     }
     clearError();
     applyResponse(data, box);
     setBusy(false, null);
+  }
+
+  function staleStatus() {
+    return els.grid.querySelector(".ps-card") ? "These are the matches of your previous search." : "";
   }
 
   function normBox(b) {
@@ -313,7 +323,9 @@
     const active = document.activeElement;
     const refocus = active && els.boxes.contains(active) ? Number(active.dataset.index) : -1;
     els.boxes.replaceChildren();
-    handles.hidden = true;
+    frame.hidden = true;
+    const chosenBox = state.boxes[state.chosen];
+    els.boxes.classList.toggle("is-editing", Boolean(chosenBox) && !isWhole(chosenBox));
     if (!state.width || !state.boxes.length) return;
 
     // Tab order: detections by score, the whole photo last. Stacking: smaller boxes above
@@ -337,26 +349,41 @@
       el.style.zIndex = String(1 + byArea.indexOf(i));
       placeBox(el, b);
       el.setAttribute("aria-pressed", chosen ? "true" : "false");
-      const sure = b.score != null && !isWhole(b) && !b.edited ? ", " + Math.round(b.score * 100) + "% sure" : "";
-      el.setAttribute("aria-label", (chosen ? "Searching " : "Search for ") + boxName(b) + sure);
+      el.setAttribute("aria-label", boxLabel(b, chosen));
       const tag = document.createElement("span");
       tag.className = "ps-box-tag";
-      tag.textContent = boxName(b) + (sure ? " " + Math.round(b.score * 100) + "%" : "");
+      tag.textContent = boxTag(b);
       tag.setAttribute("aria-hidden", "true");
       el.append(tag);
       els.boxes.append(el);
     }
-    placeHandles();
+    placeFrame();
     if (refocus >= 0) {
       const el = boxElement(refocus);
       if (el) el.focus({ preventScroll: true });
     }
+    syncFrameFocus();
   }
 
-  function placeHandles() {
+  function placeFrame() {
     const b = state.boxes[state.chosen];
-    handles.hidden = !b;
-    if (b) placeBox(handles, b);
+    frame.hidden = !b;
+    if (!b) return;
+    placeBox(frame, b);
+    frame.classList.toggle("is-whole", isWhole(b));
+    frameTag.textContent = boxTag(b);
+  }
+
+  const sureOf = (b) => (b.score != null && !isWhole(b) && !b.edited ? Math.round(b.score * 100) : null);
+
+  function boxTag(b) {
+    const sure = sureOf(b);
+    return boxName(b) + (sure == null ? "" : " " + sure + "%");
+  }
+
+  function boxLabel(b, chosen) {
+    const sure = sureOf(b);
+    return (chosen ? "Searching " : "Search for ") + boxName(b) + (sure == null ? "" : ", " + sure + "% sure");
   }
 
   function clamp(v, lo, hi) {
@@ -403,46 +430,68 @@
     search(state.boxes[index]);
   }
 
+  function syncFrameFocus() {
+    const el = document.activeElement;
+    const focused = el && el.matches && el.matches(".ps-box.is-chosen:focus-visible");
+    frame.classList.toggle("is-focused", Boolean(focused));
+  }
+  els.boxes.addEventListener("focusin", syncFrameFocus);
+  els.boxes.addEventListener("focusout", () => setTimeout(syncFrameFocus, 0));
+
   els.boxes.addEventListener("click", (ev) => {
     const el = ev.target.closest(".ps-box");
+    if (state.suppressClick) {
+      state.suppressClick = false;
+      return;
+    }
     if (el) pick(Number(el.dataset.index));
   });
 
+  // A press inside the chosen box can become a drag of it, even where a smaller box is drawn
+  // above it; a press that does not move stays a click, which picks the box under it.
   function onPointerDown(ev) {
-    if (ev.button !== 0 || state.drag) return;
+    state.suppressClick = false; // a new gesture
+    if (ev.button !== 0 || state.drag || state.chosen < 0) return;
     const handle = ev.target.closest(".ps-handle");
-    const boxEl = handle ? null : ev.target.closest(".ps-box");
-    if (!handle && !(boxEl && Number(boxEl.dataset.index) === state.chosen)) return; // others: click picks
-    ev.preventDefault(); // no text selection, no native image drag
+    if (!handle && !els.boxes.contains(ev.target)) return;
     const rect = els.boxes.getBoundingClientRect();
-    const target = handle || boxEl;
-    target.setPointerCapture(ev.pointerId);
+    const sx = state.width / rect.width;
+    const sy = state.height / rect.height;
+    const b = state.boxes[state.chosen];
+    if (!handle) {
+      const x = (ev.clientX - rect.left) * sx;
+      const y = (ev.clientY - rect.top) * sy;
+      if (x < b.x1 || x > b.x2 || y < b.y1 || y > b.y2) return;
+    }
+    if (ev.pointerType === "mouse") ev.preventDefault(); // no text selection or image drag
     state.drag = {
       pointerId: ev.pointerId,
       mode: handle ? handle.dataset.corner : "move",
       x: ev.clientX,
       y: ev.clientY,
-      sx: state.width / rect.width,
-      sy: state.height / rect.height,
+      sx,
+      sy,
       index: state.chosen,
-      orig: { ...state.boxes[state.chosen] },
+      orig: { ...b },
       active: false,
     };
-    const el = boxElement(state.chosen);
-    if (el) el.focus({ preventScroll: true });
   }
 
   function onPointerMove(ev) {
     const d = state.drag;
     if (!d || ev.pointerId !== d.pointerId) return;
-    if (!d.active && Math.hypot(ev.clientX - d.x, ev.clientY - d.y) < DRAG_SLOP_PX) return;
-    d.active = true;
-    els.photo.classList.add("is-dragging");
+    if (!d.active) {
+      if (Math.hypot(ev.clientX - d.x, ev.clientY - d.y) < DRAG_SLOP_PX) return;
+      d.active = true;
+      // Captured only now: a press that never moves must stay a click on the box under it.
+      els.photo.setPointerCapture(d.pointerId);
+      els.photo.classList.add("is-dragging");
+    }
     const b = moved(d.orig, d.mode, (ev.clientX - d.x) * d.sx, (ev.clientY - d.y) * d.sy);
     state.boxes[d.index] = b;
     const el = boxElement(d.index);
     if (el) placeBox(el, b);
-    placeHandles();
+    placeFrame();
   }
 
   function onPointerUp(ev) {
@@ -451,6 +500,7 @@
     state.drag = null;
     els.photo.classList.remove("is-dragging");
     if (!d.active) return;
+    state.suppressClick = true;
     if (ev.type === "pointercancel") {
       state.boxes[d.index] = d.orig;
       renderBoxes();
@@ -458,8 +508,6 @@
     }
     const box = commitEdit(d.index, state.boxes[d.index], d.orig);
     renderBoxes();
-    const el = boxElement(state.chosen);
-    if (el) el.focus({ preventScroll: true });
     search(box);
   }
 
@@ -472,6 +520,7 @@
   const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
   els.boxes.addEventListener("keydown", (ev) => {
+    state.suppressClick = false; // Enter and Space click: they are no drag's aftermath
     const el = ev.target.closest(".ps-box");
     const dir = ARROWS[ev.key];
     if (!el || !dir || ev.ctrlKey || ev.metaKey) return;
@@ -487,10 +536,9 @@
     if (state.chosen === index && focused) {
       // Same element: move it in place so focus and screen-reader position are kept.
       placeBox(focused, committed);
-      focused.classList.remove("is-whole");
-      focused.setAttribute("aria-label", "Searching your selection");
-      focused.querySelector(".ps-box-tag").textContent = "your selection";
-      placeHandles();
+      focused.setAttribute("aria-label", boxLabel(committed, true));
+      focused.querySelector(".ps-box-tag").textContent = boxTag(committed);
+      placeFrame();
     } else {
       renderBoxes();
       const el2 = boxElement(state.chosen);
@@ -545,7 +593,7 @@
     els.grid.replaceChildren(...results.map(card));
     els.grid.dataset.queryId = String(state.queryId);
     const b = state.boxes[state.chosen];
-    const what = b && !isWhole(b) ? " for the " + boxName(b) : "";
+    const what = !b || isWhole(b) ? "" : b.edited ? " for your selection" : " for the " + boxName(b);
     els.status.textContent = results.length
       ? results.length + (results.length === 1 ? " matching product" : " matching products") + what + "."
       : "No matching products" + what + ". Try another box, fewer filters or a closer photo.";

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -126,16 +126,6 @@ def serve_media(settings):
 
 
 @pytest.fixture
-def page_url(live_server, settings) -> str:
+def page_url(live_server) -> str:
     """The photo-search page's address on the live server."""
-    # TEMPORARY, until visualshop/urls.py routes search:photo_search and base.html has the
-    # head/scripts blocks: the same page through tests/browser/shim_urls.py and shim_templates/.
-    try:
-        reverse("search:photo_search")
-    except NoReverseMatch:
-        settings.ROOT_URLCONF = "tests.browser.shim_urls"
-    if "block scripts" not in (REPO / "templates" / "base.html").read_text():
-        engine = settings.TEMPLATES[0]
-        dirs = [HERE / "shim_templates", *engine.get("DIRS", [])]
-        settings.TEMPLATES = [{**engine, "DIRS": dirs}, *settings.TEMPLATES[1:]]
     return live_server.url + reverse("search:photo_search")
