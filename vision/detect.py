@@ -8,9 +8,12 @@ caller overrides the choice; :func:`validate_box` checks such a box.
 
 Detectors:
 
-- ``nanodet`` (default): NanoDet COCO at 416x416, the TorchScript file made by
-  ``python -m vision.weights``. 2.1 GMAC: measured 68-77 ms of CPU per photo on one thread
-  of these 2-core AVX2 machines (under load); its convolutions alone need ~46 ms at peak.
+- ``nanodet`` (default): NanoDet COCO, the TorchScript file made by ``python -m
+  vision.weights`` (traced at 416x416), re-planned for the CPU when loaded
+  (:func:`vision.nanodet.optimize_for_cpu`) and run at :data:`NANODET_INPUT_SIZE` (384).
+  At 416 px it is 2.1 GMAC: 66-70 ms of CPU per photo as traced, ~55 ms re-planned, on one
+  thread of these 2-core AVX2 machines (quiet); its convolutions alone need ~46 ms at peak.
+  At 384 px: ~0.85 of that.
 - ``fasterrcnn_mobilenet_v3_large_320_fpn``, ``fasterrcnn_resnet50_fpn``,
   ``maskrcnn_resnet50_fpn``: torchvision's models, when their checkpoints are in the torch
   hub cache (copied there by hand: nothing is downloaded).
@@ -45,6 +48,15 @@ DETECTOR_NAMES = (
 
 # NanoDet's output layout (see vision/nanodet.py): class maps then box maps at these strides.
 NANODET_STRIDES = (8, 16, 32)
+# The side of the square NanoDet sees. The file is traced at nanodet.INPUT_SIZE = 416; the
+# re-planned model runs at any multiple of 32. 384 costs 0.85 of 416's compute (~8 ms of
+# CPU per photo), which the search's 80 ms budget for detect + embed on one thread needs.
+# Measured against 416 (Grocery Store, 296 queries): recall@1/5/10 0.622/0.922/0.976 vs
+# 0.622/0.919/0.976 (catalog + reviews), 0.368/0.696/0.831 vs 0.358/0.703/0.838 (catalog
+# only); the box chosen on the 81 catalog photos has IoU > 0.7 with the product in 63 vs 66
+# (14 photos change, 8 for the worse, 5 for the better: detections near the 0.3 score
+# threshold come and go). 352 and 320 lose more boxes: 56 and 52 of 81.
+NANODET_INPUT_SIZE = 384
 NANODET_REG_BINS = 11  # GFL: distances 0..10 strides, one logit per integer distance
 
 # The 80 COCO classes in the order of the class-score maps' last axis.
@@ -144,7 +156,8 @@ class BoxChoice:
     central to beat it: e.g. score 0.45, centre at 10% of the half-diagonal, 30% of the area.
     Measured with NanoDet on the 81 Grocery Store catalog photos (one product on white):
     the chosen box has IoU > 0.7 with the product's pixels in 81% of them (median 0.89);
-    the top-scoring detection alone in 62% (median 0.86).
+    the top-scoring detection alone in 62% (median 0.86). At 384 px (the default input
+    since): 78% (median 0.90) and 65% (median 0.88).
     """
 
     w_center: float = 0.3
@@ -203,26 +216,38 @@ def validate_box(box: Sequence[float], width: int, height: int) -> Box:
 
 
 def decode_nanodet(
-    outputs: Sequence[torch.Tensor], input_size: int = nanodet.INPUT_SIZE
+    outputs: Sequence[torch.Tensor], input_size: int = nanodet.INPUT_SIZE, cells: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The converted model's six maps -> (boxes [N, 4] x1, y1, x2, y2 in input pixels, scores [N, 80]).
 
     GFL regression: each side's 11 logits are a distribution over distances 0..10 (in
     strides) from the cell centre ``(i + 0.5) * stride``; the expected distance is used.
+    ``cells`` (indices into the N cells of all levels, stride 8 first) decodes only those
+    boxes, in that order; the scores are always all N rows.
     """
     if len(outputs) != 6:
         raise ValueError(f"expected 6 NanoDet outputs, got {len(outputs)}")
     scores = torch.cat([o[0] for o in outputs[:3]], dim=0)
     bins = torch.arange(NANODET_REG_BINS, dtype=torch.float32)
-    boxes = []
+    if cells is not None:
+        order = torch.argsort(cells)
+        cells = cells[order]
+    boxes, first = [], 0
     for reg, stride in zip(outputs[3:], NANODET_STRIDES):
-        cells = input_size // stride
-        assert reg.shape == (1, cells * cells, 4 * NANODET_REG_BINS), f"unexpected box map shape {tuple(reg.shape)}"
-        dist = (reg[0].reshape(-1, 4, NANODET_REG_BINS).softmax(dim=-1) @ bins) * stride  # [HW, 4] l, t, r, b
-        centre = (torch.arange(cells, dtype=torch.float32) + 0.5) * stride
-        cy, cx = (c.reshape(-1) for c in torch.meshgrid(centre, centre, indexing="ij"))
+        side = input_size // stride
+        assert reg.shape == (1, side * side, 4 * NANODET_REG_BINS), f"unexpected box map shape {tuple(reg.shape)}"
+        index = torch.arange(side * side)
+        if cells is not None:  # this level's share of the wanted cells
+            index = cells[(cells >= first) & (cells < first + side * side)] - first
+        first += side * side
+        logits = reg[0][index].reshape(-1, 4, NANODET_REG_BINS)
+        dist = (logits.softmax(dim=-1) @ bins) * stride  # [n, 4] l, t, r, b
+        cy, cx = (torch.div(index, side, rounding_mode="floor") + 0.5) * stride, (index % side + 0.5) * stride
         boxes.append(torch.stack([cx - dist[:, 0], cy - dist[:, 1], cx + dist[:, 2], cy + dist[:, 3]], dim=1))
-    return torch.cat(boxes, dim=0), scores
+    coords = torch.cat(boxes, dim=0)
+    if cells is not None:  # back to the order asked for
+        coords = torch.empty_like(coords).index_copy_(0, order, coords)
+    return coords, scores
 
 
 # ----------------------------------------------------------------------------------------
@@ -242,27 +267,36 @@ class NanoDetDetector:
         iou_threshold: float = 0.6,
         max_boxes: int = 10,
         letterbox: bool = True,
+        input_size: int | None = None,
         model: Callable[[torch.Tensor], tuple[torch.Tensor, ...]] | None = None,
     ) -> None:
         # ``model`` stands in for the TorchScript file (tests; an already loaded copy). The
-        # file's graph is re-planned for CPU inference: same maps, ~2/3 of the time.
+        # file's graph is re-planned for CPU inference: same maps, ~4/5 of the time.
         if model is None:
             model = nanodet.optimize_for_cpu(nanodet.load_torchscript(path or nanodet_path()))
+        # Only the re-planned model runs at other sizes than the one the file was traced at.
+        flexible = getattr(model, "any_size", False)
+        if input_size is None:
+            input_size = NANODET_INPUT_SIZE if flexible else nanodet.INPUT_SIZE
+        if input_size % max(NANODET_STRIDES) or (input_size != nanodet.INPUT_SIZE and not flexible):
+            raise ValueError(f"NanoDet cannot run at {input_size} px (a multiple of 32, with the re-planned model)")
         self.model = model
+        self.input_size = input_size
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_boxes = max_boxes
         self.letterbox = letterbox
 
     def detect(self, image: Image.Image) -> list[Box]:
-        size = nanodet.INPUT_SIZE
+        size = self.input_size
         tensor, scale, (pad_x, pad_y) = _to_square(image, size, self.letterbox)
         with torch.inference_mode():
-            coords, scores = decode_nanodet(self.model(tensor), size)
-        best, labels = scores.max(dim=1)
-        keep = torch.nonzero(best >= self.score_threshold).flatten()
+            outputs = self.model(tensor)
+            best, labels = torch.cat([o[0] for o in outputs[:3]], dim=0).max(dim=1)
+            keep = torch.nonzero(best >= self.score_threshold).flatten()
+            coords, _ = decode_nanodet(outputs, size, cells=keep)  # only the boxes kept
         sx, sy = scale
-        coords = (coords[keep] - torch.tensor([pad_x, pad_y, pad_x, pad_y])) / torch.tensor([sx, sy, sx, sy])
+        coords = (coords - torch.tensor([pad_x, pad_y, pad_x, pad_y])) / torch.tensor([sx, sy, sx, sy])
         boxes = [
             Box(*c, score=s, label=COCO_CLASSES[k]).clip(*image.size)
             for c, s, k in zip(coords.tolist(), best[keep].tolist(), labels[keep].tolist())
@@ -281,7 +315,7 @@ def _to_square(
     """RGB 0..1 tensor [1, 3, size, size], the x/y scale applied, and the x/y padding.
 
     The tensor is channels-last (NHWC in memory), the layout the re-planned model
-    (:class:`vision.nanodet.CpuNanoDet`) runs in: a permuted view of PIL's pixels, no copy.
+    (:class:`vision.nanodet.CpuNanoDet`) runs in: PIL's pixels permuted, not transposed in memory.
     """
     if image.mode != "RGB":
         image = image.convert("RGB")

@@ -7,7 +7,7 @@ weights, :class:`TfjsGraph` executes the graph's own ops with PyTorch functions.
 once, at set-up time (``python -m vision.weights``), and is traced to a TorchScript file,
 so run-time code needs neither the JSON nor this interpreter: it loads the file
 (:func:`load_torchscript`), re-plans its graph for CPU inference (:func:`optimize_for_cpu`,
-same outputs in ~2/3 of the time), feeds it RGB in 0..1 and decodes the outputs
+same outputs in ~4/5 of the time), feeds it RGB in 0..1 and decodes the outputs
 (:func:`vision.detect.decode_nanodet`).
 
 Facts about this graph (read from nanodet.json, checked against @tensorflow/tfjs):
@@ -22,6 +22,7 @@ Facts about this graph (read from nanodet.json, checked against @tensorflow/tfjs
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import warnings
@@ -470,7 +471,7 @@ class CpuNanoDet:
     """The converted graph, re-planned at load time for one-thread CPU inference.
 
     Same input (RGB 0..1, [1, 3, H, W]) and the same six maps as the TorchScript file, up to
-    float rounding (:data:`CPU_MODEL_TOLERANCE`), in ~2/3 of its time; the file itself is
+    float rounding (:data:`CPU_MODEL_TOLERANCE`), in ~4/5 of its time; the file itself is
     untouched, so nothing needs converting again. Where the file's graph loses time, and
     what this plan does instead (one thread, 2-core AVX2):
 
@@ -486,13 +487,20 @@ class CpuNanoDet:
       subtraction, the channel flip and the scales moving into the stem convolution's
       weights. Subtracting the mean first keeps that convolution's zero padding equal to
       the mean colour, as in the graph.
+    - the one 128->128 3x3 convolution on the 52x52 map: NNPACK's Winograd instead (see
+      :data:`WINOGRAD_MIN_PIXELS`).
+
+    At 416 px that is ~55 ms instead of 66-70 (quiet machine). The graph's resizes have
+    sizes fixed at tracing (``traced_size``); they run by the factor seen there, so the
+    plan also runs at other multiples of 32 (``any_size``), which the file cannot.
 
     The plan is built from the frozen graph's nodes; anything that does not match one of
     these patterns runs as the graph says, op by op. ``rewrites`` counts what was applied.
     """
 
-    def __init__(self, scripted: torch.jit.ScriptModule) -> None:
+    def __init__(self, scripted: torch.jit.ScriptModule, traced_size: int = INPUT_SIZE) -> None:
         graph = scripted.graph
+        self._traced_size = traced_size  # the input side the graph's fixed sizes belong to
         self._nodes = list(graph.nodes())
         self._users: dict[str, list[torch._C.Node]] = {}
         for node in self._nodes:
@@ -504,6 +512,7 @@ class CpuNanoDet:
         self._steps: list[tuple[Callable[..., Any], list[str], list[str]]] = []
         self._output: list[str] = []
         self._fused = _mkldnn_conv_available()
+        self.any_size = False  # True once the resizes run by factor (see _calibrate_resizes)
         self.rewrites = {"normalisation": 0, "pool_padding": 0, "conv": 0, "conv_leaky_relu": 0, "layout_only": 0}
         self._plan(graph)
         del self._nodes, self._users  # the graph's nodes; the plan holds its own tensors
@@ -589,9 +598,11 @@ class CpuNanoDet:
                 pool_pads[pool] = pad
                 self._alias[outs[0]] = self._name(ins[0])
                 self.rewrites["pool_padding"] += 1
+            elif kind == "aten::upsample_bilinear2d" and self._fixed_resize(node) is not None:
+                self._steps.append((self._fixed_resize(node), [self._name(ins[0])], outs))
             elif kind == "aten::max_pool2d" and node in pool_pads:
                 kernel, stride, _, dilation, ceil = (self._const(i) for i in ins[1:])
-                pool = _max_pool(kernel, stride, pool_pads[node], dilation, ceil)
+                pool = _planned_max_pool(kernel, stride, pool_pads[node], dilation, ceil)
                 self._steps.append((pool, [self._name(ins[0])], outs))
             elif kind in _PRIM_RUNTIME:
                 self._steps.append((_PRIM_RUNTIME[kind], [self._name(i) for i in ins], outs))
@@ -605,6 +616,23 @@ class CpuNanoDet:
                 needed.update(step[1])
                 kept.append(step)
         self._steps = kept[::-1]
+        self._calibrate_resizes()
+
+    def _fixed_resize(self, node: torch._C.Node) -> _Resize | None:
+        """A bilinear resize to a size fixed when the graph was traced (the FPN's)."""
+        size, align_corners, *scales = (self._const(i) for i in list(node.inputs())[1:])
+        if not isinstance(size, list) or len(size) != 2 or align_corners is not False or any(scales):
+            return None
+        return _Resize(size)
+
+    def _calibrate_resizes(self) -> None:
+        """Turn each fixed-size resize into its scale factor, measured on one run at the
+        size the graph was traced at: then the plan runs at any multiple of 32 px."""
+        resizes = [fn for fn, _, _ in self._steps if isinstance(fn, _Resize)]
+        if resizes:
+            with torch.no_grad():
+                self(torch.zeros(1, 3, self._traced_size, self._traced_size))
+        self.any_size = all(r.calibrate() for r in resizes)
 
     def _generic(self, node: torch._C.Node) -> tuple[Callable[..., Any], list[str], list[str]]:
         """Run an aten node as it is, its constant arguments bound now."""
@@ -661,7 +689,7 @@ class CpuNanoDet:
             self.rewrites["conv_leaky_relu"] += 1
         else:
             self.rewrites["conv"] += 1
-        conv = _conv(weight, bias, stride, padding, dilation, groups, alpha, self._fused)
+        conv = _planned_conv(weight, bias, stride, padding, dilation, groups, alpha, self._fused)
         self._steps.append((conv, [self._name(ins[0])], [node.output().debugName()]))
 
     def _pool_padding(self, node: torch._C.Node) -> tuple[torch._C.Node, int] | None:
@@ -715,7 +743,29 @@ def _mkldnn_conv_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
-def _conv(
+# NNPACK's Winograd F(6x6, 3x3) convolution beats oneDNN's direct one on this hardware
+# (one thread, AVX2, no Winograd in oneDNN without AVX-512) only for wide 3x3 layers on
+# large maps: 128->128 at 52x52 takes 6.1 ms instead of 9.5 (layout changes included);
+# at 26x26 it is a tie, at 13x13 twice as slow. Its rounding differs by ~1e-5 relative.
+WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_PIXELS = 48 * 48
+
+
+@functools.cache
+def _nnpack_usable() -> bool:
+    if not hasattr(torch, "_nnpack_spatial_convolution"):
+        return False
+    try:
+        if not torch._nnpack_available():  # also initialises NNPACK
+            return False
+        x, w = torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3)
+        got = torch._nnpack_spatial_convolution(x, w, torch.zeros(1), [1, 1], [1, 1])
+        return bool(torch.allclose(got, F.conv2d(x, w, padding=1)))
+    except RuntimeError:
+        return False
+
+
+def _planned_conv(
     weight: Tensor,
     bias: Tensor | None,
     stride: list[int],
@@ -725,21 +775,81 @@ def _conv(
     leaky_alpha: float | None,
     fused: bool,
 ) -> Callable[[Tensor], Tensor]:
+    """One convolution (+ LeakyReLU) of the plan: channels-last in, channels-last out."""
     if fused:
         op = torch.ops.mkldnn._convolution_pointwise
         attr, scalars = ("leaky_relu", [leaky_alpha]) if leaky_alpha is not None else ("none", [])
-        return lambda x: op(x, weight, bias, padding, stride, dilation, groups, attr, scalars, None)
-    if leaky_alpha is not None:
-        return lambda x: F.leaky_relu(F.conv2d(x, weight, bias, stride, padding, dilation, groups), leaky_alpha)
-    return lambda x: F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+        def direct(x: Tensor) -> Tensor:
+            return op(x, weight, bias, padding, stride, dilation, groups, attr, scalars, None)
+
+    elif leaky_alpha is not None:
+
+        def direct(x: Tensor) -> Tensor:
+            return F.leaky_relu(F.conv2d(x, weight, bias, stride, padding, dilation, groups), leaky_alpha)
+
+    else:
+
+        def direct(x: Tensor) -> Tensor:
+            return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    out_channels, in_channels, kh, kw = weight.shape
+    winograd = (
+        (kh, kw) == (3, 3)
+        and list(stride) == [1, 1]
+        and list(dilation) == [1, 1]
+        and list(padding) == [1, 1]
+        and groups == 1
+        and min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS
+        and _nnpack_usable()
+    )
+    if not winograd:
+        return direct
+    plain = weight.contiguous()
+    nnpack_bias = bias if bias is not None else torch.zeros(out_channels)
+
+    def conv(x: Tensor) -> Tensor:
+        if x.shape[-2] * x.shape[-1] < WINOGRAD_MIN_PIXELS:
+            return direct(x)
+        y = torch._nnpack_spatial_convolution(x.contiguous(), plain, nnpack_bias, padding, stride)
+        if leaky_alpha is not None:
+            y = F.leaky_relu(y, leaky_alpha)
+        return y.contiguous(memory_format=torch.channels_last)
+
+    return conv
 
 
-def _max_pool(
+def _planned_max_pool(
     kernel: list[int], stride: list[int], padding: int, dilation: list[int], ceil: bool
 ) -> Callable[[Tensor], Tensor]:
     # Channels-last (as _maxpool above): PyTorch's one-thread NCHW max-pool is ~10x slower.
     channels_last = torch.channels_last
     return lambda x: F.max_pool2d(x.contiguous(memory_format=channels_last), kernel, stride, padding, dilation, ceil)
+
+
+class _Resize:
+    """Half-pixel bilinear resize to a fixed size, or by the factor that size was seen to be."""
+
+    def __init__(self, size: list[int]) -> None:
+        self.size, self.factor = list(size), None
+        self.seen: tuple[int, ...] | None = None  # (in h, in w) on the calibration run
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.factor is None:
+            self.seen = tuple(x.shape[-2:])
+            return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        # The same kernel and coordinates as with the size (scale 1/factor either way).
+        return F.interpolate(x, scale_factor=self.factor, mode="bilinear", align_corners=False)
+
+    def calibrate(self) -> bool:
+        """Switch to scale factors if the calibration run resized by 2^k on both axes."""
+        if self.seen is None:
+            return False
+        factors = [out / size for out, size in zip(self.size, self.seen)]
+        if factors[0] != factors[1] or math.log2(factors[0]) % 1 != 0:
+            return False
+        self.factor = factors[0]
+        return True
 
 
 _PRIM_RUNTIME: dict[str, Callable[..., Any]] = {

@@ -20,6 +20,7 @@ from PIL import Image
 from vision import nanodet
 from vision.detect import (
     COCO_CLASSES,
+    NANODET_INPUT_SIZE,
     NANODET_REG_BINS,
     NANODET_STRIDES,
     Box,
@@ -214,6 +215,18 @@ def test_decode_gfl_geometry():
     assert boxes[i].tolist() == pytest.approx([56.0, 24.0, 120.0, 88.0], abs=1e-4)
 
 
+def test_decode_only_some_cells():
+    # given maps with hits at all three strides
+    outputs = _raw_outputs({(0, 7): (1, 0.5, 3), (1, 300): (2, 0.6, 1), (2, 168): (3, 0.7, 9)})
+    everything, scores = decode_nanodet(outputs)
+    # when only some cells are decoded, in any order
+    cells = torch.tensor([2704 + 676 + 168, 7, 2704 + 300, 5])
+    some, same_scores = decode_nanodet(outputs, cells=cells)
+    # then they are exactly those rows, and the scores are still all of them
+    assert torch.equal(some, everything[cells]) and torch.equal(same_scores, scores)
+    assert decode_nanodet(outputs, cells=torch.tensor([], dtype=torch.long))[0].shape == (0, 4)
+
+
 def test_nanodet_detector_maps_boxes_back_through_the_letterbox():
     # given a 832x416 image: letterboxed to 416x208 at scale 0.5, 104 px of padding above
     # and a fake model that sees a banana in the cell centred at (204, 212), 4 strides of 8 each way
@@ -325,9 +338,10 @@ def test_reference_input_is_regenerated_exactly():
 # --------------------------------------------------------------------------- load-time CPU plan
 
 
-def _exported_detector_graph() -> tuple[dict, dict]:
+def _exported_detector_graph(resize_to: int | None = None) -> tuple[dict, dict]:
     """A small graph in the exporter's style: stem conv + LeakyReLU, PadV2(-inf) + max-pool,
-    a conv + LeakyReLU and a bare 1x1 conv, two outputs (sigmoid scores, raw maps)."""
+    a conv + LeakyReLU and a bare 1x1 conv, two outputs (sigmoid scores, raw maps); with
+    ``resize_to``, the raw maps are resized to that fixed size (as the FPN's upsampling)."""
     rng = np.random.default_rng(1)
     nhwc = {"s": "TkhXQw=="}  # base64 "NHWC"
     valid = {"s": "VkFMSUQ="}  # base64 "VALID"
@@ -364,6 +378,13 @@ def _exported_detector_graph() -> tuple[dict, dict]:
     nodes += [_node("a2", "LeakyRelu", ["c2_out"], alpha={"f": 0.1}), _node("scores", "Sigmoid", ["a2"])]
     nodes += conv("c3", "pool_out", "k3", "b3", 1)
     nodes[-5]["input"][1] = "pads0"  # the 1x1 conv: no padding
+    if resize_to is not None:
+        half_pixel = {"b": True}
+        nodes += [
+            _node("size", "Const"),
+            _node("up", "ResizeBilinear", ["c3_add", "size"], half_pixel_centers=half_pixel),
+            _node("up_out", "Transpose", ["up", "to_nchw"]),
+        ]
     consts = {
         "pads1": np.array([[0, 0], [0, 0], [1, 1], [1, 1]], dtype=np.int32),
         "pads0": np.zeros((4, 2), dtype=np.int32),
@@ -376,14 +397,17 @@ def _exported_detector_graph() -> tuple[dict, dict]:
         "b2": rng.standard_normal(6).astype(np.float32),
         "k3": rng.standard_normal((1, 1, 8, 4)).astype(np.float32) * 0.3,
         "b3": rng.standard_normal(4).astype(np.float32),
+        "size": np.array([resize_to or 0] * 2, dtype=np.int32),
     }
     return {"modelTopology": {"node": nodes}}, consts
 
 
 @functools.cache
-def _synthetic_torchscript() -> torch.jit.ScriptModule:
-    graph, consts = _exported_detector_graph()
-    model = nanodet.NanoDet(nanodet.TfjsGraph(graph, consts, input_name="x", output_names=("scores", "c3_out")))
+def _synthetic_torchscript(resize_to: int | None = None) -> torch.jit.ScriptModule:
+    """Traced at 64x64, so the raw maps are 16x16 before any resize."""
+    graph, consts = _exported_detector_graph(resize_to)
+    outputs = ("scores", "c3_out" if resize_to is None else "up_out")
+    model = nanodet.NanoDet(nanodet.TfjsGraph(graph, consts, input_name="x", output_names=outputs))
     example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
@@ -410,6 +434,32 @@ def test_cpu_plan_gives_the_graphs_outputs_with_its_rewrites():
             assert [g.shape for g in got] == [w.shape for w in want]
             for g, w in zip(got, want):
                 torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_plan_runs_fixed_resizes_by_their_factor():
+    # given a graph that upsamples its 16x16 maps to a fixed 32x32 (traced at 64 px)
+    scripted = _synthetic_torchscript(resize_to=32)
+    fast = nanodet.CpuNanoDet(scripted, traced_size=64)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    # then at the traced size the maps are the graph's
+    with torch.no_grad():
+        for got, want in zip(fast(x), scripted(x)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # and at another size the resize doubles, where the graph would still give 32x32
+    assert fast.any_size
+    assert fast(torch.rand(1, 3, 96, 96))[1].shape == (1, 4, 48, 48)
+    # calibrated at a size the fixed resize does not double, the plan keeps the fixed size
+    assert not nanodet.CpuNanoDet(scripted, traced_size=96).any_size
+
+
+def test_detector_input_size_needs_a_model_that_can_run_it():
+    outputs = _raw_outputs({})
+    # a fixed model (the file, or a stand-in) runs at the size it was traced at
+    assert NanoDetDetector(model=lambda x: outputs).input_size == nanodet.INPUT_SIZE
+    with pytest.raises(ValueError, match="cannot run at 384"):
+        NanoDetDetector(model=lambda x: outputs, input_size=384)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        NanoDetDetector(model=nanodet.CpuNanoDet(_synthetic_torchscript()), input_size=400)
 
 
 def test_cpu_plan_falls_back_to_the_graph_when_it_drifts():
@@ -470,10 +520,14 @@ def test_cpu_plan_of_the_real_nanodet_matches_the_file_and_the_reference(real_na
 
     scripted = nanodet.load_torchscript(nanodet_path())
     fast = real_nanodet.model
-    # the detector runs the re-planned model, with every rewrite applied
+    # the detector runs the re-planned model, with every rewrite applied, at the default size
     assert isinstance(fast, nanodet.CpuNanoDet)
     assert fast.rewrites["normalisation"] == 1 and fast.rewrites["pool_padding"] == 1
     assert fast.rewrites["conv_leaky_relu"] == 28 and fast.rewrites["conv"] == 6
+    assert fast.any_size and real_nanodet.input_size == NANODET_INPUT_SIZE
+    with torch.no_grad():
+        maps = fast(torch.rand(1, 3, 384, 384))
+    assert [m.shape[1] for m in maps] == [48 * 48, 24 * 24, 12 * 12] * 2
     # it passes the tfjs reference check, and matches the file on a real letterboxed photo
     assert nanodet.check_against_reference(fast) < 1e-4
     photo = Image.open(SHARED / "reviews" / "Banana" / "Banana_002.jpg").convert("RGB")
