@@ -1,5 +1,6 @@
 """Search API: one view per endpoint; input serializers make every 400."""
 
+from django.core.files.storage import default_storage as storage
 from django.db import IntegrityError
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
@@ -89,7 +90,6 @@ class SearchApi(APIView):
         results = []
         for item in outcome.items:
             p = item.product
-            images = list(p.images.all())
             results.append(
                 {
                     "position": item.position,
@@ -100,7 +100,7 @@ class SearchApi(APIView):
                     "currency": p.currency,
                     "merchant": p.merchant.name,
                     "url": request.build_absolute_uri(reverse("catalog:product_detail", args=[p.pk])),
-                    "image_url": request.build_absolute_uri(images[0].file.url) if images else None,
+                    "image_url": request.build_absolute_uri(storage.url(p.first_image)) if p.first_image else None,
                     "score": round(item.score, 4),
                 }
             )

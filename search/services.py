@@ -14,9 +14,9 @@ from search import embedding
 
 logger = logging.getLogger(__name__)
 
-# 32 photos per task: the per-task overhead (rows, views, index sync) is spread over enough
-# photos, and a killed worker redoes at most a second of work. The forward passes inside
-# use smaller batches (search/embedding.py INFERENCE_BATCH); see benchmarks/ingest_bench.py.
+# 32 photos per task: benchmarks/ingest_bench.py gave 44.8 photos/s per process with 32 and
+# with 8 (one thread, 348-px photos); 32 means fewer tasks and index syncs, and a killed
+# worker redoes about a second of work. Forward passes inside use INFERENCE_BATCH.
 EMBED_BATCH = 32
 SWEEP_BATCHES = 8  # per sweep run; it re-queues itself while dirty rows remain
 _EMBED = {"product": embedding.product_images_embed, "review": embedding.review_images_embed}

@@ -145,3 +145,31 @@ def downscale(img: Image.Image, max_side: int) -> Image.Image:
         return img
     s = max_side / max(w, h)
     return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+_JPEG_METADATA_MARKERS = frozenset(range(0xE1, 0xF0)) | {0xFE}  # APP1..APP15 (EXIF, XMP, ...), COM
+
+
+def strip_jpeg_metadata(data: bytes) -> bytes | None:
+    """The same JPEG without EXIF/XMP/comments (GPS included), without re-encoding.
+
+    Returns None when ``data`` is not a JPEG this can walk (the caller re-encodes then).
+    APP0 (JFIF) and APP14 (Adobe colour transform) are kept: they change how the pixels
+    decode. Only the header segments before the scan are touched.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    out, i, n = bytearray(b"\xff\xd8"), 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xDA:  # start of scan: the rest is image data
+            return bytes(out + data[i:])
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if length < 2 or i + 2 + length > n:
+            return None
+        if marker not in _JPEG_METADATA_MARKERS or marker == 0xEE:
+            out += data[i : i + 2 + length]
+        i += 2 + length
+    return None

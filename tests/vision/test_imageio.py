@@ -91,3 +91,20 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_too_many_bytes_is_refused():
     with pytest.raises(ImageTooLarge):
         decode_image(b"\xff" * 1000, max_bytes=100)
+
+
+def test_strip_jpeg_metadata_removes_exif_and_keeps_pixels():
+    from vision.imageio import strip_jpeg_metadata
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"
+    exif[0x8825] = {1: "N", 2: (59.0, 19.0, 0.0)}
+    data = _encode(img, "JPEG", exif=exif, quality=90)
+    stripped = strip_jpeg_metadata(data)
+    assert stripped is not None and len(stripped) < len(data)
+    again = Image.open(io.BytesIO(stripped))
+    assert not again.getexif()
+    assert np.array_equal(np.asarray(again), np.asarray(Image.open(io.BytesIO(data))))
+    assert strip_jpeg_metadata(b"\x89PNG....") is None
+    assert strip_jpeg_metadata(data[:10]) is None
