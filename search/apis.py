@@ -30,7 +30,13 @@ class SearchAnonThrottle(AnonRateThrottle):
 
 
 class SearchUserThrottle(UserRateThrottle):
+    """Signed-in users and partner tokens. (DRF's UserRateThrottle would also count
+    anonymous requests by IP, under the user rate, on top of the anonymous one.)"""
+
     scope = "search_user"
+
+    def get_cache_key(self, request, view):
+        return super().get_cache_key(request, view) if request.user.is_authenticated else None
 
 
 class ClickThrottle(AnonRateThrottle):

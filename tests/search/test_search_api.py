@@ -208,3 +208,13 @@ def test_query_photos_are_deleted_after_the_retention_period(client, shop, setti
     old_q, new_q = SearchQuery.objects.get(pk=old), SearchQuery.objects.get(pk=new)
     assert not old_q.photo and new_q.photo and not Path(path).exists()
     assert old_q.impressions.exists()  # the statistics stay
+
+
+def test_anonymous_searches_are_not_counted_under_the_user_rate(shop, rf):
+    from django.contrib.auth.models import AnonymousUser
+
+    from search.apis import SearchUserThrottle
+
+    request = rf.post(URL)
+    request.user = AnonymousUser()
+    assert SearchUserThrottle().get_cache_key(request, None) is None
