@@ -218,3 +218,12 @@ def test_anonymous_searches_are_not_counted_under_the_user_rate(shop, rf):
     request = rf.post(URL)
     request.user = AnonymousUser()
     assert SearchUserThrottle().get_cache_key(request, None) is None
+
+
+def test_staff_see_searches_with_what_was_shown_and_clicked(client, admin_client, shop):
+    body = client.post(URL, {"image": upload(photo(0)), "k": 2}).json()
+    click = {"query_id": body["query_id"], "product_id": body["results"][0]["product_id"]}
+    client.post("/api/v1/clicks/", click, content_type="application/json")
+    page = admin_client.get(reverse("admin:search_searchquery_change", args=[body["query_id"]]))
+    assert page.status_code == 200 and body["results"][0]["sku"].encode() in page.content
+    assert admin_client.get(reverse("admin:search_searchquery_changelist")).status_code == 200
