@@ -10,7 +10,6 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
 
-
 class App:
     """Django's WSGI handler, built at the first request: its middleware then reads the
     test settings (plain HTTP) rather than the import-time ones."""
