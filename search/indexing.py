@@ -130,14 +130,13 @@ def index_sync(*, embedder: EmbedderVersion | None = None) -> SyncResult:
 
     embedder = embedder or embedder_active()
     path = index_path(embedder=embedder)
-    try:
-        VectorIndex.load(path)
-    except (FileNotFoundError, IndexCorrupt) as exc:
-        logger.warning("index %s unusable (%s): rebuilding", path, exc)
-        return index_rebuild(embedder=embedder)
     with transaction.atomic():
-        EmbedderVersion.objects.select_for_update().get(pk=embedder.pk)
-        index = VectorIndex.load(path)  # again, under the lock: another sync may have saved
+        EmbedderVersion.objects.select_for_update().get(pk=embedder.pk)  # one sync of a version at a time
+        try:
+            index = VectorIndex.load(path)
+        except (FileNotFoundError, IndexCorrupt) as exc:
+            logger.warning("index %s unusable (%s): rebuilding", path, exc)
+            return index_rebuild(embedder=embedder)
         have = index_ids(index)
         wanted = _wanted_ids(embedder)
         to_add = np.setdiff1d(wanted, have, assume_unique=True)
