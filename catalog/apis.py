@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from catalog.images import ImageError
 from catalog.models import Merchant, Product
-from catalog.selectors import products_visible
+from catalog.selectors import category_with_descendants, products_visible
 from catalog.serializers import (
     PartnerImageSerializer,
     PartnerProductUpdateSerializer,
@@ -24,7 +24,6 @@ from catalog.serializers import (
     ProductSerializer,
 )
 from catalog.services import DuplicateSku, product_create, product_deactivate, product_image_add, product_update
-from search.searching import category_with_descendants
 from search.serializers import ErrorSerializer
 
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
-from catalog.models import Merchant, Product
+from catalog.models import Category, Merchant, Product
 
 
 def merchants_for_user(*, user: AbstractBaseUser) -> QuerySet[Merchant]:
@@ -25,3 +25,12 @@ def products_for_user(*, user: AbstractBaseUser) -> QuerySet[Product]:
 def products_visible() -> QuerySet[Product]:
     """What shoppers may see."""
     return Product.objects.filter(is_active=True).select_related("merchant", "category").prefetch_related("images")
+
+
+def category_with_descendants(category: Category) -> list[int]:
+    """The category's id and those of all categories below it."""
+    ids, frontier = [category.pk], [category.pk]
+    while frontier:
+        frontier = list(Category.objects.filter(parent_id__in=frontier).values_list("pk", flat=True))
+        ids += frontier
+    return ids

@@ -17,7 +17,7 @@ from django.db.models import F
 
 from catalog.cleaning import review_image_decide
 from catalog.models import ProductImage, ReviewImage
-from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector
+from search.models import EmbedderVersion, ImageVector, faiss_id
 from vision.imageio import ImageError, decode_image
 from vision.similarity import best_view_score
 
@@ -126,7 +126,7 @@ def product_views(*, embedder: EmbedderVersion, product_ids: Sequence[int]) -> d
     for product_id, image_id, review_id, vector in rows:
         vecs, ids = views.setdefault(product_id, ([], []))
         vecs.append(np.frombuffer(bytes(vector), dtype=np.float32))
-        ids.append(image_id if image_id else REVIEW_ID_OFFSET + review_id)
+        ids.append(faiss_id(image_id, review_id))
     return {pid: (np.stack(v), np.asarray(i, dtype=np.int64)) for pid, (v, i) in views.items()}
 
 
@@ -145,7 +145,7 @@ def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion |
             if review.product_id in views:
                 own_vecs, own_ids = views[review.product_id]
                 best = best_view_score(
-                    vec[None, :], own_vecs, query_ids=np.array([REVIEW_ID_OFFSET + review.pk]), view_ids=own_ids
+                    vec[None, :], own_vecs, query_ids=np.array([faiss_id(None, review.pk)]), view_ids=own_ids
                 )[0]
                 score = float(best) if best > -1 else None
             review_image_decide(review=review, score=score)

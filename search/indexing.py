@@ -22,7 +22,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from catalog.models import ReviewImage
-from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector
+from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector, faiss_id
 from vision.index import IndexCorrupt, VectorIndex, choose_factory
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def searchable_vectors(*, embedder: EmbedderVersion) -> QuerySet[ImageVector]:
 
 
 def faiss_ids(rows: Iterable[tuple[int | None, int | None]]) -> np.ndarray:
-    return np.fromiter((p if p else REVIEW_ID_OFFSET + r for p, r in rows), dtype=np.int64)
+    return np.fromiter((faiss_id(p, r) for p, r in rows), dtype=np.int64)
 
 
 def _wanted_ids(embedder: EmbedderVersion) -> np.ndarray:
@@ -65,27 +65,11 @@ def _vectors_for(embedder: EmbedderVersion, ids: np.ndarray) -> tuple[np.ndarray
                 embedder=embedder, **{f"{field}__in": chunk_ids[start : start + CHUNK]}
             ).values_list("product_image_id", "review_image_id", "vector")
             for p, r, vec in rows:
-                out_ids.append(p if p else REVIEW_ID_OFFSET + r)
+                out_ids.append(faiss_id(p, r))
                 out_vecs.append(np.frombuffer(bytes(vec), dtype=np.float32))
     if not out_vecs:
         return np.zeros((0, embedder.dim), np.float32), np.zeros(0, np.int64)
     return np.stack(out_vecs), np.asarray(out_ids, dtype=np.int64)
-
-
-def index_ids(index: VectorIndex) -> np.ndarray:
-    """Every id stored in the index."""
-    import faiss
-
-    raw = index.faiss_index
-    if hasattr(raw, "id_map"):
-        return faiss.vector_to_array(raw.id_map).astype(np.int64)
-    lists = faiss.extract_index_ivf(raw).invlists
-    parts = [
-        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-        for i in range(lists.nlist)
-        if lists.list_size(i)
-    ]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 def _record(embedder: EmbedderVersion, total: int) -> None:
@@ -137,7 +121,7 @@ def index_sync(*, embedder: EmbedderVersion | None = None) -> SyncResult:
         except (FileNotFoundError, IndexCorrupt) as exc:
             logger.warning("index %s unusable (%s): rebuilding", path, exc)
             return index_rebuild(embedder=embedder)
-        have = index_ids(index)
+        have = index.ids()
         wanted = _wanted_ids(embedder)
         to_add = np.setdiff1d(wanted, have, assume_unique=True)
         to_remove = np.setdiff1d(have, wanted, assume_unique=True)

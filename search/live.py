@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector
+from search.models import EmbedderVersion, ImageVector, faiss_id
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _image_to_product(embedder: EmbedderVersion) -> dict[int, int]:
     rows = ImageVector.objects.filter(embedder=embedder).values_list(
         "product_image_id", "review_image_id", "product_id"
     )
-    return {(p if p else REVIEW_ID_OFFSET + r): pid for p, r, pid in rows}
+    return {faiss_id(p, r): pid for p, r, pid in rows}
 
 
 def live_index(*, force: bool = False) -> LiveIndex:

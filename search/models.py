@@ -9,6 +9,11 @@ from catalog.models import Product, ProductImage, ReviewImage
 REVIEW_ID_OFFSET = 1 << 40
 
 
+def faiss_id(product_image_id: int | None, review_image_id: int | None) -> int:
+    """The index id of a product image or of a review photo (exactly one is given)."""
+    return product_image_id if product_image_id else REVIEW_ID_OFFSET + review_image_id
+
+
 class EmbedderVersion(models.Model):
     """A model that turns images into vectors. Exactly one is active: its index serves search."""
 
@@ -62,7 +67,7 @@ class ImageVector(models.Model):
 
     @property
     def faiss_id(self) -> int:
-        return self.product_image_id if self.product_image_id else REVIEW_ID_OFFSET + self.review_image_id
+        return faiss_id(self.product_image_id, self.review_image_id)
 
     def as_array(self) -> np.ndarray:
         return np.frombuffer(bytes(self.vector), dtype=np.float32)

@@ -16,6 +16,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from PIL import Image
 
 from catalog.models import Category, Merchant, Product, ProductImage
+from catalog.selectors import category_with_descendants
 from search.models import Impression, SearchQuery
 from vision.imageio import strip_jpeg_metadata
 
@@ -66,14 +67,6 @@ class SearchOutcome:
     chosen: int
     items: list[SearchItem]
     timings_ms: dict[str, float]  # the stored ones plus "log", the time to write the log
-
-
-def category_with_descendants(category: Category) -> list[int]:
-    ids, frontier = [category.pk], [category.pk]
-    while frontier:
-        frontier = list(Category.objects.filter(parent_id__in=frontier).values_list("pk", flat=True))
-        ids += frontier
-    return ids
 
 
 def filtered_products(*, product_ids: Sequence[int], filters: SearchFilters) -> QuerySet[Product]:

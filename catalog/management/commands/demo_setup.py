@@ -46,6 +46,8 @@ class Command(BaseCommand):
             user.save()
         demo.groups.add(group)
         Merchant.objects.get(name=DEMO_MERCHANT).staff.add(demo)
-        self.stdout.write(self.style.SUCCESS("Photo search: http://127.0.0.1:8000/   Staff: http://127.0.0.1:8000/admin/"))
+        self.stdout.write(
+            self.style.SUCCESS("Photo search: http://127.0.0.1:8000/   Staff: http://127.0.0.1:8000/admin/")
+        )
         self.stdout.write(f"  merchant staff (sees {DEMO_MERCHANT} only): demo / {DEMO_LOGINS['demo']}")
         self.stdout.write(f"  superuser:                                admin / {DEMO_LOGINS['admin']}")
