@@ -40,3 +40,15 @@ def index_sync_task() -> dict:
 @shared_task(acks_late=True, **RETRY)
 def query_photos_purge_task() -> int:
     return services.query_photos_purge()
+
+
+# Not acks_late: a training run outlasts the broker's visibility timeout, and a redelivered
+# run would train again. A run that dies is retried by the next schedule; what it stored
+# (the version, its vectors) is reused.
+@shared_task(acks_late=False)
+def embedder_learn_task() -> dict:
+    from search.training import embedder_learn
+
+    outcome = embedder_learn(activate=True)
+    logger.info("embedder learning: %s", outcome)
+    return outcome

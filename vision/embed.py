@@ -297,9 +297,11 @@ class EmbeddingNet(nn.Module):
 INFERENCE_TOLERANCE = 1e-5
 
 
-def optimize_for_inference(net: nn.Module, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def optimize_for_inference(
+    net: nn.Module, size: int, tolerance: float = INFERENCE_TOLERANCE
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``net`` (eval mode) traced, frozen and optimised for CPU inference; ``net`` itself if
-    that fails or changes its outputs by more than :data:`INFERENCE_TOLERANCE`.
+    that fails or changes its outputs by more than ``tolerance``.
 
     Freezing folds each BatchNorm into its convolution; ``torch.jit.optimize_for_inference``
     then runs the convolutions in oneDNN on pre-packed weights, with the activations kept in
@@ -318,7 +320,7 @@ def optimize_for_inference(net: nn.Module, size: int) -> Callable[[torch.Tensor]
     except Exception as exc:  # an architecture the tracer or the passes do not support
         warnings.warn(f"embedder runs eagerly: compiling it failed ({exc})", RuntimeWarning, stacklevel=2)
         return net
-    if not drift <= INFERENCE_TOLERANCE:
+    if not drift <= tolerance:
         warnings.warn(f"embedder runs eagerly: compiled model drifts by {drift:.1e}", RuntimeWarning, stacklevel=2)
         return net
     return compiled

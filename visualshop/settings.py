@@ -8,6 +8,7 @@ DATABASE_URL and CELERY_BROKER_URL; see the README's configuration table.
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -162,6 +163,14 @@ REVIEW_ACCEPT_SCORE = env.float("VISUALSHOP_REVIEW_ACCEPT_SCORE", default=0.85)
 REVIEW_REJECT_SCORE = env.float("VISUALSHOP_REVIEW_REJECT_SCORE", default=0.75)
 REVIEW_SPOT_CHECK_FRACTION = env.float("VISUALSHOP_REVIEW_SPOT_CHECK_FRACTION", default=0.02)
 
+# Stolen images and same-item groups (vision/nearcopy.py, search/integrity.py): a product
+# image is a near-copy of another merchant's when its perceptual hash or mirrored hash is
+# within COPY_MAX_HASH_DISTANCE bits of it, or its embedding or mirrored embedding reaches
+# COPY_MIN_SIMILARITY (cosine; set for the pretrained MobileNetV2, recalibrate with a new
+# embedder). Calibrated with benchmarks/stolen_images.py (README).
+COPY_MAX_HASH_DISTANCE = env.int("VISUALSHOP_COPY_MAX_HASH_DISTANCE", default=10)
+COPY_MIN_SIMILARITY = env.float("VISUALSHOP_COPY_MIN_SIMILARITY", default=0.82)
+
 # Search engine.
 VISUALSHOP_EMBEDDER = env.str("VISUALSHOP_EMBEDDER", default="mobilenet_v2")
 # Web processes look for a newer live index at most this often (seconds).
@@ -177,6 +186,8 @@ SEARCH_AUTO_INDEX = env.bool("VISUALSHOP_SEARCH_AUTO_INDEX", default=True)
 CELERY_TASK_ROUTES = {
     "search.tasks.embed_*": {"queue": "embed"},
     "search.tasks.index_*": {"queue": "index"},
+    "ranking.tasks.ranker_train_*": {"queue": "train"},
+    "search.tasks.embedder_learn_*": {"queue": "train"},
 }
 # Fail fast when Redis is down: the upload succeeds and the sweep catches up later.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
@@ -190,6 +201,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("VISUALSHOP_INDEX_SYNC_SECONDS", 30.0),
     },
     "query-photos-purge": {"task": "search.tasks.query_photos_purge_task", "schedule": 3600.0},
+    # Weekly CTR retraining (Monday 03:30); the new version goes live only if it wins
+    # offline (ranking/services.py).
+    "ranker-train": {
+        "task": "ranking.tasks.ranker_train_task",
+        "schedule": crontab(minute=30, hour=3, day_of_week=1),
+    },
+    # Monthly embedder fine-tuning (the 1st, 02:00); it switches only if it is at least as
+    # good on the held-out photos (search/training.py). The train queue's worker needs ~2 GB.
+    "embedder-learn": {
+        "task": "search.tasks.embedder_learn_task",
+        "schedule": crontab(minute=0, hour=2, day_of_month=1),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / "celerybeat-schedule"))
 # A task taken by a worker that dies unacknowledged goes back to the queue after this long
@@ -199,3 +222,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBIL
 SEARCH_PHOTO_RETENTION_DAYS = env.int("VISUALSHOP_SEARCH_PHOTO_RETENTION_DAYS", default=30)
 SEARCH_DETECTOR = env.str("VISUALSHOP_SEARCH_DETECTOR", default="nanodet")
 SEARCH_MAX_SIDE = env.int("VISUALSHOP_SEARCH_MAX_SIDE", default=1024)
+# CTR reranking (ranking/live.py): how often a web process checks which ranker is live;
+# a visual similarity at or above EXACT_MATCH keeps its place at the top; the weight of
+# visual similarity added to the model's logit; the freshness boost (logit units) of a
+# brand-new product; how often the log statistics are re-read.
+RANKER_RELOAD_SECONDS = env.float("VISUALSHOP_RANKER_RELOAD_SECONDS", default=5.0)
+RANKER_EXACT_MATCH_SCORE = env.float("VISUALSHOP_RANKER_EXACT_MATCH_SCORE", default=0.92)
+RANKER_VISUAL_WEIGHT = env.float("VISUALSHOP_RANKER_VISUAL_WEIGHT", default=2.0)
+RANKER_FRESHNESS_WEIGHT = env.float("VISUALSHOP_RANKER_FRESHNESS_WEIGHT", default=0.5)
+RANKER_STATS_SECONDS = env.float("VISUALSHOP_RANKER_STATS_SECONDS", default=300.0)

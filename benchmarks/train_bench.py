@@ -1,0 +1,103 @@
+"""Fine-tune the embedder on a catalog folder and measure it on held-out review photos.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py [--steps 600] [--threads 1]
+
+Trains on catalog/ plus the review photos outside the held-out tenth (vision.train.is_held_out,
+by the file's SHA-256, as the platform's own gate), then reports recall on the held-out
+photos for the pretrained and the fine-tuned embedder, with and without the training
+reviews in the gallery, and the training speed. It never reads queries/: the figures on
+the query photos come from `manage.py evaluate_search --embedder latest`, on the platform.
+``--save PATH`` keeps the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._platform import SHARED  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--folder", type=Path, default=SHARED)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--views", type=int, default=8)
+    ap.add_argument("--train-from", type=int, default=14)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mining", default="batch_hard")
+    ap.add_argument("--margin", type=float, default=0.2)
+    ap.add_argument("--backbone-lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--save", type=Path)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import torch
+
+    from vision.embed import make_embedder
+    from vision.evaluate import scan_folder
+    from vision.train import Photo, TrainConfig, embed_photos, is_held_out, recall_at, train
+
+    torch.set_num_threads(args.threads)
+    folder = scan_folder(args.folder)
+    labels = {key: i for i, key in enumerate(folder.products)}
+
+    def held_out(path: Path) -> bool:
+        return is_held_out(hashlib.sha256(path.read_bytes()).hexdigest())
+
+    catalog = [Photo(str(p), labels[k], "catalog") for p, k in folder.catalog]
+    reviews = [(Photo(str(p), labels[k], "review"), held_out(p)) for p, k in folder.reviews]
+    train_reviews = [p for p, h in reviews if not h]
+    test = [p for p, h in reviews if h]
+    print(f"{len(catalog)} catalog, {len(train_reviews)} training reviews, {len(test)} held out", flush=True)
+
+    def measure(embedder) -> dict:
+        vecs, kept = embed_photos(embedder, catalog + train_reviews + test)
+        rows = [(catalog + train_reviews + test)[i] for i in kept]
+        n_cat, n_gal = len(catalog), len(catalog) + len(train_reviews)
+        q, ql = vecs[n_gal:], [p.label for p in rows[n_gal:]]
+        return {
+            "with_reviews": recall_at(q, ql, vecs[:n_gal], [p.label for p in rows[:n_gal]]),
+            "catalog_only": recall_at(q, ql, vecs[:n_cat], [p.label for p in rows[:n_cat]]),
+        }
+
+    report: dict = {"pretrained": measure(make_embedder("mobilenet_v2"))}
+    print("pretrained", json.dumps(report["pretrained"]), flush=True)
+    cfg = TrainConfig(
+        steps=args.steps,
+        views=args.views,
+        train_from=args.train_from,
+        mining=args.mining,
+        margin=args.margin,
+        backbone_lr=args.backbone_lr,
+        lr=args.lr,
+    )
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if time.monotonic() - last[0] > 30 or done == total:
+            last[0] = time.monotonic()
+            print(f"  {stage} {done}/{total}", flush=True)
+
+    result = train(catalog + train_reviews, config=cfg, progress=progress)
+    report["fine_tuned"] = measure(result.embedder)
+    report["timings"] = result.timings
+    report["loss"] = result.loss_history[-3:]
+    print("fine-tuned", json.dumps(report["fine_tuned"]), flush=True)
+    print("timings", json.dumps(result.timings))
+    if args.save:
+        result.save(args.save, metrics={"held_out": report["fine_tuned"]})
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

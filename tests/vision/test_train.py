@@ -1,0 +1,125 @@
+"""Metric-learning fine-tuning (vision.train): sampling, recall, held-out split, training."""
+
+import hashlib
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vision.embed import make_embedder
+from vision.train import (
+    BatchSampler,
+    HardNegatives,
+    Photo,
+    TrainConfig,
+    embed_photos,
+    is_held_out,
+    recall_at,
+    split_backbone,
+    train,
+)
+
+
+def test_held_out_split_is_a_stable_tenth():
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(5000)]
+    held = [s for s in shas if is_held_out(s)]
+    assert 0.08 < len(held) / len(shas) < 0.12
+    assert held == [s for s in shas if is_held_out(s)]
+
+
+def test_recall_counts_distinct_products_not_images():
+    gallery = np.array([[1, 0], [0.99, 0.141], [0, 1]], np.float32)
+    labels = [7, 7, 8]  # two images of product 7 first, then product 8
+    query = np.array([[0.9, 0.436]], np.float32)
+    assert recall_at(query, [8], gallery, labels, ks=(1, 2)) == {"recall@1": 0.0, "recall@2": 1.0, "queries": 1}
+    assert recall_at(query, [7], gallery, labels, ks=(1, 2))["recall@1"] == 1.0
+
+
+def test_batches_hold_p_products_of_m_photos_with_catalog_images():
+    labels = [c for c in range(10) for _ in range(6)]
+    kinds = ["catalog" if i % 6 == 0 else "review" for i in range(60)]
+    cfg = TrainConfig(classes_per_batch=4, per_class=3, views=2, catalog_share=1.0, hard_negative_share=0.0)
+    sampler = BatchSampler(labels, kinds, [], cfg)
+    for _ in range(20):
+        rows, batch_labels = sampler.batch()
+        assert len(rows) == 12 and sorted(Counter(batch_labels).values()) == [3, 3, 3, 3]
+        photos = [r // cfg.views for r in rows]
+        assert all(labels[p] == y for p, y in zip(photos, batch_labels))
+        # every product brings one of its catalog images (catalog_share=1)
+        assert {labels[p] for p in photos if kinds[p] == "catalog"} == set(batch_labels)
+
+
+def test_logged_hard_negatives_share_a_batch_with_the_clicked_product():
+    labels = [c for c in range(30) for _ in range(4)]
+    cfg = TrainConfig(classes_per_batch=4, per_class=2, views=1, hard_negative_share=1.0)
+    sampler = BatchSampler(labels, ["review"] * len(labels), [HardNegatives(5, (17, 23))], cfg)
+    for _ in range(5):
+        _, batch_labels = sampler.batch()
+        assert {5, 17, 23} <= set(batch_labels)
+
+
+def test_config_refuses_nonsense():
+    with pytest.raises(ValueError):
+        TrainConfig(mining="random")
+    with pytest.raises(ValueError):
+        TrainConfig(per_class=1)
+
+
+def test_split_backbone_keeps_the_full_network():
+    from vision.embed import build_backbone
+
+    backbone, _ = build_backbone("mobilenet_v2", weights=None)
+    frozen, trained = split_backbone(backbone, 14)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(trained(frozen(x)), torch.flatten(backbone(x), 1), atol=1e-5)
+    with pytest.raises(ValueError):
+        split_backbone(torch.nn.Linear(2, 2), 1)
+
+
+def _pattern(label: int, seed: int) -> bytes:
+    """Product `label`: a colour and stripe frequency of its own, seen with noise."""
+    rng = np.random.default_rng(seed)
+    base = np.array([(label * 80) % 256, (label * 150 + 60) % 256, (label * 40 + 120) % 256], np.float32)
+    x = np.arange(96)[None, :, None]
+    stripes = 60 * np.sin(x * (0.2 + 0.25 * label))
+    pixels = np.clip(base + stripes + rng.normal(0, 25, (96, 96, 3)), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.weights
+def test_fine_tuning_lowers_the_loss_trains_only_the_last_blocks_and_round_trips(tmp_path):
+    torch.set_num_threads(1)
+    photos = [Photo(_pattern(c, 100 * c + j), c, "catalog" if j == 0 else "review") for c in range(4) for j in range(4)]
+    cfg = TrainConfig(steps=30, classes_per_batch=4, per_class=3, views=2, head_dim=32, lr=3e-3, seed=1)
+    before = make_embedder("mobilenet_v2")
+    result = train(photos, config=cfg)
+    assert result.photos == 16 and not result.skipped
+    first, last = result.loss_history[0][1], result.loss_history[-1][1]
+    assert last < first, result.loss_history
+    # the frozen blocks are the pretrained ones; the trained blocks moved
+    old, new = before.net.backbone.state_dict(), result.embedder.net.backbone.state_dict()
+    assert torch.equal(old["features.13.conv.0.0.weight"], new["features.13.conv.0.0.weight"])
+    assert not torch.equal(old["features.14.conv.0.0.weight"], new["features.14.conv.0.0.weight"])
+    # the checkpoint carries its arguments and gives the same vectors back
+    path = result.save(tmp_path / "ft.pt", metrics={"note": "test"})
+    loaded = make_embedder(str(path))
+    assert loaded.version == result.embedder.version and loaded.dim == 32
+    vecs, kept = embed_photos(loaded, photos)
+    ref, _ = embed_photos(result.embedder, photos)
+    assert kept == list(range(16)) and np.allclose(vecs, ref, atol=1e-5)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["args"]["steps"] == 30 and ckpt["args"]["train_from"] == 14
+    assert ckpt["metrics"]["training"]["seconds_per_epoch"] > 0
+
+
+def test_undecodable_photos_are_skipped_not_fatal():
+    photos = [Photo(b"not an image", 0), Photo(_pattern(0, 1), 0), Photo(_pattern(1, 2), 1), Photo(_pattern(1, 3), 1)]
+    cfg = TrainConfig(steps=2, classes_per_batch=2, per_class=2, views=1, head_dim=8)
+    result = train(photos, config=cfg, pretrained_weights=None)
+    assert result.photos == 3 and result.skipped == ["<bytes #0>"]

@@ -1,0 +1,421 @@
+"""Metric-learning fine-tuning of an embedder: triplet loss with batch-hard (or semi-hard)
+mining, from pytorch-metric-learning.
+
+What it learns from (the caller, search/training.py, turns the database into these lists):
+
+- :class:`Photo` rows labelled with a product: the product's own images ("catalog"), its
+  accepted review photos ("review"), and logged query photos labelled with the product
+  the shopper clicked ("query");
+- :class:`HardNegatives`: for a logged query, the clicked product and the products shown
+  above it but skipped. A batch seeded from such a group holds those products side by
+  side, so the miner meets them as negatives of each other.
+
+Why a step is cheap on a CPU: the first ``train_from`` blocks of the backbone stay frozen,
+so each photo is decoded once, cut into ``views`` augmented crops (view 0 is the plain
+evaluation crop), and passed through the frozen blocks once. Training then runs only the
+last blocks and the projection head, on those cached activations (fp16, in memory).
+BatchNorm layers keep their pretrained statistics.
+
+The result is a checkpoint (vision.embed.save_checkpoint) that carries the training
+arguments, the loss history and the timings; :func:`vision.embed.make_embedder` loads it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from vision.embed import (
+    DEFAULT_ARCH,
+    Preprocess,
+    ProjectionHead,
+    TorchvisionEmbedder,
+    build_backbone,
+    optimize_for_inference,
+    save_checkpoint,
+)
+from vision.imageio import ImageError, decode_image
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+# Photos are decoded at most this size: the crops are taken from a 256-px short side.
+DECODE_MAX_SIDE = 512
+KINDS = ("catalog", "review", "query")
+# One photo in HELD_OUT_EVERY is kept out of training to evaluate a new version before it
+# is rolled out, chosen by the file's SHA-256 so the split is the same on every platform.
+HELD_OUT_EVERY = 10
+
+
+def is_held_out(sha256_hex: str) -> bool:
+    return int(sha256_hex[:8], 16) % HELD_OUT_EVERY == 0
+
+
+@dataclass(frozen=True)
+class Photo:
+    source: str | Path | bytes  # a file or its bytes
+    label: int  # the product
+    kind: str = "review"  # one of KINDS
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class HardNegatives:
+    positive: int  # the clicked product
+    negatives: tuple[int, ...]  # shown above it, not clicked
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = DEFAULT_ARCH
+    train_from: int = 14  # backbone.features[train_from:] and the head are trained
+    head_dim: int = 256
+    steps: int = 600
+    classes_per_batch: int = 16
+    per_class: int = 4
+    views: int = 8  # augmented crops cached per photo
+    lr: float = 1e-3  # the head
+    backbone_lr: float = 1e-4  # the trained backbone blocks
+    weight_decay: float = 1e-4
+    margin: float = 0.2
+    mining: str = "batch_hard"  # or "semi_hard"
+    catalog_share: float = 0.5  # chance that a class in a batch brings one of its catalog images
+    hard_negative_share: float = 0.25  # share of batches seeded from logged hard negatives
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mining not in ("batch_hard", "semi_hard"):
+            raise ValueError("mining must be batch_hard or semi_hard")
+        if self.classes_per_batch < 2 or self.per_class < 2:
+            raise ValueError("a batch needs at least 2 classes of at least 2 photos")
+        if self.steps < 1 or self.views < 1 or self.head_dim < 1:
+            raise ValueError("steps, views and head_dim must be positive")
+
+    @property
+    def batch_size(self) -> int:
+        return self.classes_per_batch * self.per_class
+
+
+@dataclass
+class TrainResult:
+    embedder: TorchvisionEmbedder
+    config: TrainConfig
+    photos: int
+    skipped: list[str]  # sources that could not be decoded
+    loss_history: list[tuple[int, float]]  # (step, mean loss over the last stretch)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str | Path, *, metrics: dict[str, Any] | None = None) -> Path:
+        net = self.embedder.net
+        return save_checkpoint(
+            path,
+            arch=self.config.arch,
+            preprocess=self.embedder.preprocess,
+            head=net.head,
+            weights=self.embedder.weights_name,
+            backbone_state=net.backbone.state_dict(),
+            args={**asdict(self.config), "photos": self.photos},
+            metrics={
+                **(metrics or {}),
+                "training": {**self.timings, "loss": self.loss_history[-1][1] if self.loss_history else None},
+                "loss_history": self.loss_history,
+            },
+        )
+
+
+def augmentation(preprocess: Preprocess) -> T.Compose:
+    """Light augmentation for shoppers' photos: a random part of the product, a little
+    light and colour change. No flips: packaging text is never mirrored in a photo."""
+    return T.Compose(
+        [
+            T.Resize(preprocess.resize, antialias=True),
+            T.RandomResizedCrop(preprocess.size, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            T.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.02),
+        ]
+    )
+
+
+def split_backbone(backbone: nn.Module, train_from: int) -> tuple[nn.Module, nn.Module]:
+    """(frozen, trained) parts of a torchvision backbone with a ``features`` Sequential
+    (MobileNet, EfficientNet, ...): the trained part ends with global pooling."""
+    features = getattr(backbone, "features", None)
+    if not isinstance(features, nn.Sequential):
+        raise ValueError("fine-tuning needs a backbone with a `features` Sequential (MobileNet, EfficientNet)")
+    if not 0 <= train_from <= len(features):
+        raise ValueError(f"train_from must be within 0..{len(features)}")
+    frozen = features[:train_from]
+    trained = nn.Sequential(*features[train_from:], nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    return frozen, trained
+
+
+def _cache_views(
+    photos: Sequence[Photo], frozen: nn.Module, preprocess: Preprocess, cfg: TrainConfig, progress: Progress | None
+) -> tuple[torch.Tensor, list[int], list[str]]:
+    """Decode every photo once; run its views through the frozen blocks.
+
+    Returns (activations [n_ok * views, C, H, W] fp16, indices of the photos kept,
+    sources skipped). Rows ``i * views .. i * views + views - 1`` belong to kept photo i.
+    """
+    rng_state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    # Traced and frozen for oneDNN: ~5x faster than eager here. Its activations are not
+    # normalised, so the drift allowed is relative to their scale (~1e-5 of values ~10).
+    run_frozen = optimize_for_inference(frozen, preprocess.size, tolerance=1e-3) if len(frozen) else frozen
+    plain, augment, to_tensor = preprocess.geometry_transform(), augmentation(preprocess), preprocess.tensor_transform()
+    chunks: list[torch.Tensor] = []
+    kept: list[int] = []
+    skipped: list[str] = []
+    batch: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if batch:
+            with torch.no_grad():
+                chunks.append(run_frozen(torch.stack(batch)).to(torch.float16))
+            batch.clear()
+
+    try:
+        for i, photo in enumerate(photos):
+            try:
+                img, _ = decode_image(photo.source, max_side=DECODE_MAX_SIDE)
+            except (ImageError, OSError):
+                skipped.append(str(photo.source)[:200] if not isinstance(photo.source, bytes) else f"<bytes #{i}>")
+                continue
+            kept.append(i)
+            batch.append(to_tensor(plain(img)))
+            batch.extend(to_tensor(augment(img)) for _ in range(cfg.views - 1))
+            if len(batch) >= 64:
+                flush()
+            if progress:
+                progress("cache", i + 1, len(photos))
+        flush()
+    finally:
+        torch.random.set_rng_state(rng_state)
+    if not kept:
+        raise ValueError("no photo could be decoded")
+    return torch.cat(chunks), kept, skipped
+
+
+class BatchSampler:
+    """P classes x M photos per batch, each photo as one of its cached views.
+
+    A class with a catalog image brings one of them with probability ``catalog_share``
+    (studio shots are what catalog-only search compares shoppers' photos with); a share
+    of the batches starts from a logged hard-negative group.
+    """
+
+    def __init__(self, labels: Sequence[int], kinds: Sequence[str], hard: Sequence[HardNegatives], cfg: TrainConfig):
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.by_class: dict[int, list[int]] = defaultdict(list)
+        self.catalog: dict[int, list[int]] = defaultdict(list)
+        for i, (label, kind) in enumerate(zip(labels, kinds)):
+            self.by_class[label].append(i)
+            if kind == "catalog":
+                self.catalog[label].append(i)
+        self.classes = sorted(self.by_class)
+        if len(self.classes) < 2:
+            raise ValueError("training needs photos of at least two products")
+        self.hard = [h for h in hard if h.positive in self.by_class and any(n in self.by_class for n in h.negatives)]
+
+    def _classes(self) -> list[int]:
+        p = min(self.cfg.classes_per_batch, len(self.classes))
+        chosen: list[int] = []
+        if self.hard and self.rng.random() < self.cfg.hard_negative_share:
+            group = self.rng.choice(self.hard)
+            chosen = [group.positive] + [n for n in dict.fromkeys(group.negatives) if n in self.by_class]
+            chosen = chosen[:p]
+        rest = [c for c in self.classes if c not in set(chosen)]
+        return chosen + self.rng.sample(rest, p - len(chosen))
+
+    def batch(self) -> tuple[list[int], list[int]]:
+        """(rows into the activation cache, labels)."""
+        rows, labels = [], []
+        m, views = self.cfg.per_class, self.cfg.views
+        for c in self._classes():
+            pool = self.by_class[c]
+            photos = self.rng.sample(pool, m) if len(pool) >= m else [self.rng.choice(pool) for _ in range(m)]
+            if self.catalog[c] and self.rng.random() < self.cfg.catalog_share:
+                photos[0] = self.rng.choice(self.catalog[c])
+            for ph in photos:
+                rows.append(ph * views + self.rng.randrange(views))
+                labels.append(c)
+        return rows, labels
+
+
+def _loss_and_miner(cfg: TrainConfig):
+    from pytorch_metric_learning import losses, miners
+
+    loss = losses.TripletMarginLoss(margin=cfg.margin)
+    if cfg.mining == "batch_hard":
+        miner = miners.BatchHardMiner()
+    else:
+        miner = miners.TripletMarginMiner(margin=cfg.margin, type_of_triplets="semihard")
+    return loss, miner
+
+
+def train(
+    photos: Sequence[Photo],
+    hard_negatives: Sequence[HardNegatives] = (),
+    config: TrainConfig | None = None,
+    *,
+    start: TorchvisionEmbedder | None = None,
+    pretrained_weights: str | None = "auto",
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Fine-tune an embedder on labelled photos; returns it with its history and timings.
+
+    ``start`` continues from an embedder (its backbone and head); otherwise the backbone
+    starts from torchvision's pretrained weights (``pretrained_weights=None``: random,
+    for tests) and the head from a seeded random projection.
+    """
+    cfg = config or TrainConfig()
+    torch.manual_seed(cfg.seed)
+    if start is not None:
+        backbone, preprocess = start.net.backbone, start.preprocess
+        head = start.net.head
+        weights_name = start.weights_name
+        import copy
+
+        backbone, head = copy.deepcopy(backbone), copy.deepcopy(head)
+    else:
+        backbone, weights_name = build_backbone(cfg.arch, weights=pretrained_weights, seed=cfg.seed)
+        preprocess, head = Preprocess(), None
+    frozen, trained = split_backbone(backbone, cfg.train_from)
+    if head is None:
+        with torch.no_grad():
+            dim = trained(frozen(torch.zeros(1, 3, preprocess.size, preprocess.size))).shape[1]
+        head = ProjectionHead(int(dim), cfg.head_dim)
+    frozen.eval().requires_grad_(False)
+
+    t0 = time.perf_counter()
+    cache, kept, skipped = _cache_views(photos, frozen, preprocess, cfg, progress)
+    t_cache = time.perf_counter() - t0
+    kept_photos = [photos[i] for i in kept]
+    sampler = BatchSampler([p.label for p in kept_photos], [p.kind for p in kept_photos], hard_negatives, cfg)
+
+    trained.eval()  # BatchNorm keeps its statistics; gradients still flow
+    params = [
+        {"params": [p for p in trained.parameters()], "lr": cfg.backbone_lr},
+        {"params": list(head.parameters()), "lr": cfg.lr},
+    ]
+    for p in trained.parameters():
+        p.requires_grad_(True)
+    head.train()
+    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+    warmup = max(1, cfg.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)),
+    )
+    loss_fn, miner = _loss_and_miner(cfg)
+
+    history: list[tuple[int, float]] = []
+    window: list[float] = []
+    every = max(1, cfg.steps // 30)
+    t1 = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        rows, labels = sampler.batch()
+        x = cache[rows].float()
+        y = torch.tensor(labels)
+        emb = nn.functional.normalize(head(trained(x)), dim=1)
+        loss = loss_fn(emb, y, miner(emb, y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        window.append(float(loss.detach()))
+        if step % every == 0 or step == cfg.steps:
+            history.append((step, round(float(np.mean(window)), 5)))
+            window.clear()
+        if progress:
+            progress("train", step, cfg.steps)
+    t_train = time.perf_counter() - t1
+
+    head.eval()
+    embedder = TorchvisionEmbedder(
+        cfg.arch,
+        projection=head,
+        preprocess=preprocess,
+        weights=None,
+        backbone_state=backbone.state_dict(),
+    )
+    embedder.weights_name = weights_name
+    steps_per_epoch = len(kept_photos) / cfg.batch_size
+    timings = {
+        "threads": torch.get_num_threads(),
+        "cache_seconds": round(t_cache, 2),
+        "train_seconds": round(t_train, 2),
+        "seconds_per_step": round(t_train / cfg.steps, 4),
+        # An epoch: as many photos as the training set holds, drawn in batches.
+        "seconds_per_epoch": round(t_train / cfg.steps * steps_per_epoch, 2),
+        "epochs": round(cfg.steps / steps_per_epoch, 2),
+    }
+    return TrainResult(embedder, cfg, len(kept_photos), skipped, history, timings)
+
+
+def recall_at(
+    queries: np.ndarray,
+    query_labels: Sequence[int],
+    gallery: np.ndarray,
+    gallery_labels: Sequence[int],
+    ks: Sequence[int] = (1, 5),
+) -> dict[str, float]:
+    """Product-level recall@k: a query is right at k when its product is among the first k
+    distinct products of its nearest gallery images (cosine; rows L2-normalised)."""
+    if len(queries) == 0:
+        return {f"recall@{k}": float("nan") for k in ks} | {"queries": 0}
+    gallery_labels = np.asarray(gallery_labels)
+    sims = queries @ gallery.T
+    order = np.argsort(-sims, axis=1)
+    hits = dict.fromkeys(ks, 0)
+    for row, label in zip(order, query_labels):
+        products = list(dict.fromkeys(gallery_labels[row[: max(ks) * 20]].tolist()))
+        for k in ks:
+            hits[k] += label in products[:k]
+    return {f"recall@{k}": round(hits[k] / len(queries), 4) for k in ks} | {"queries": len(queries)}
+
+
+def embed_photos(embedder, photos: Sequence[Photo], batch_size: int = 16) -> tuple[np.ndarray, list[int]]:
+    """Whole-photo vectors of ``photos`` (decoded as ingestion does); (vectors, kept rows)."""
+    vectors, kept = [], []
+    for start in range(0, len(photos), batch_size):
+        images: list[Image.Image] = []
+        for i, photo in enumerate(photos[start : start + batch_size], start):
+            try:
+                images.append(decode_image(photo.source, max_side=DECODE_MAX_SIDE)[0])
+                kept.append(i)
+            except (ImageError, OSError):
+                continue
+        if images:
+            vectors.append(embedder.embed(images))
+    dim = embedder.dim
+    return (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), kept
+
+
+__all__ = [
+    "BatchSampler",
+    "HardNegatives",
+    "Photo",
+    "TrainConfig",
+    "TrainResult",
+    "augmentation",
+    "embed_photos",
+    "is_held_out",
+    "recall_at",
+    "split_backbone",
+    "train",
+]
