@@ -84,15 +84,38 @@ def filtered_products(*, product_ids: Sequence[int], filters: SearchFilters) -> 
     return qs
 
 
-# A reranker reorders the filtered candidates (product_id, visual score) and may attach its
-# own score; it fetches whatever features it needs in bulk. Product rows are loaded only
-# for the k that are shown.
-Reranker = Callable[[list[Ranked]], list[Ranked]]
+@dataclass(frozen=True)
+class RerankContext:
+    """What a reranker may know about the search besides the candidates."""
+
+    label: str  # the chosen box's detector label ("image": whole photo, "user": drawn by the shopper)
+    user_id: int | None
+    session_key: str
+    k: int  # results to be shown
 
 
-def visual_order(candidates: list[Ranked]) -> list[Ranked]:
-    """The rerank hook's default until a CTR model is live: the visual order."""
-    return candidates
+@dataclass(frozen=True)
+class Reranking:
+    ranked: list[Ranked]
+    version: str = ""  # the ranker version that ordered them; "" = visual order
+
+
+# A reranker reorders the filtered candidates (product_id, visual score), given in visual
+# order, and may attach its own score; it fetches whatever features it needs in bulk.
+# Product rows are loaded only for the k that are shown.
+Reranker = Callable[[list[Ranked], RerankContext], Reranking]
+
+
+def visual_order(candidates: list[Ranked], context: RerankContext) -> Reranking:
+    """The visual order: what search shows when no CTR model is live."""
+    return Reranking(candidates)
+
+
+def live_rerank(candidates: list[Ranked], context: RerankContext) -> Reranking:
+    """The live CTR ranker (ranking.live), or the visual order when none is live."""
+    from ranking.live import ranker_rerank
+
+    return ranker_rerank(candidates, context)
 
 
 def _log_photo(upload: bytes, result) -> tuple[ContentFile, str]:
@@ -123,7 +146,7 @@ def photo_search(
     channel: str,
     user: AbstractBaseUser | None = None,
     session_key: str = "",
-    rerank: Reranker = visual_order,
+    rerank: Reranker = live_rerank,
 ) -> SearchOutcome:
     """Search the live index with a photo and log the query with what was shown.
 
@@ -140,7 +163,12 @@ def photo_search(
     )
     candidates = [Ranked(h.product_id, float(h.score)) for h in result.hits if h.product_id in allowed]
     t1 = time.perf_counter()
-    shown = rerank(candidates)[:k]
+    user_id = user.pk if user is not None and user.is_authenticated else None
+    chosen = result.boxes[result.chosen]
+    context = RerankContext(label=chosen.label, user_id=user_id, session_key=session_key or "", k=k)
+    reranking = rerank(candidates, context)
+    shown = reranking.ranked[:k]
+    t_ranked = time.perf_counter()
     first_image = ProductImage.objects.filter(product=OuterRef("pk")).order_by("position", "pk").values("file")[:1]
     products = (
         Product.objects.select_related("merchant")
@@ -152,8 +180,12 @@ def photo_search(
         for i, c in enumerate(shown)
     ]
     t2 = time.perf_counter()
-    timings = {**result.timings_ms, "filter": (t1 - t0) * 1000, "rerank": (t2 - t1) * 1000}
-    chosen = result.boxes[result.chosen]
+    timings = {
+        **result.timings_ms,
+        "filter": (t1 - t0) * 1000,
+        "rerank": (t2 - t1) * 1000,  # the ranker, then loading the shown rows
+        "ranker": (t_ranked - t1) * 1000,
+    }
     photo, sha = _log_photo(image, result)
     with transaction.atomic():
         query = SearchQuery(
@@ -170,6 +202,7 @@ def photo_search(
             k=k,
             embedder_version=live.embedder.version,
             index_generation=live.generation,
+            ranker_version=reranking.version,
             timings_ms={name: round(ms, 2) for name, ms in timings.items()},
         )
         query.photo.save(photo.name, photo, save=False)
