@@ -1,0 +1,104 @@
+"""The embedder learning loop end to end on the platform, then search quality on the
+shared query photos with the version it rolled out.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/embedder_bench.py --threads 2 --json benchmarks/out/embedder.json
+
+1. a throwaway platform (SQLite, temporary media) imports the shared catalog: product
+   images and review photos, never queries/;
+2. the production sweep embeds everything with the pretrained MobileNetV2 and cleans the
+   review photos (accepted ones become training positives);
+3. search.training.embedder_learn: train, embed every image into the new version,
+   compare it with the active one on the held-out review photos, switch if it passes;
+4. evaluate_folder (what `manage.py evaluate_search --embedder active` runs) on queries/,
+   against catalog/ only and against catalog/ + reviews/, pretrained and fine-tuned.
+
+Training arguments are TrainConfig's (the train_embedder command's defaults) unless given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import _platform  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--folder", type=Path, default=_platform.SHARED)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--detector", default=None, help="search detector for the evaluation (default: the platform's)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    _platform.setup(VISUALSHOP_TORCH_THREADS=str(args.threads))
+    import torch
+    from django.core.management import call_command
+
+    from search import training
+    from search.embedding import embedder_active
+    from search.pipeline import search_config
+    from vision.evaluate import evaluate_folder
+    from vision.train import TrainConfig
+
+    torch.set_num_threads(args.threads)
+    last = [0.0]
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if time.monotonic() - last[0] > 30 or done == total:
+            last[0] = time.monotonic()
+            print(f"  {stage} {done}/{total}", flush=True)
+
+    t0 = time.perf_counter()
+    call_command("import_catalog", str(args.folder), "--no-progress")
+    embedded = _platform.embed_all()
+    pretrained = embedder_active()
+    print(f"imported and embedded {embedded} photos in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    config = TrainConfig(**({"steps": args.steps} if args.steps else {}))
+    t1 = time.perf_counter()
+    outcome = training.embedder_learn(config=config, activate=True, progress=progress)
+    learn_seconds = time.perf_counter() - t1
+    active = embedder_active()
+    print(json.dumps(outcome, indent=1), flush=True)
+
+    search = search_config()
+    if args.detector:
+        from dataclasses import replace
+
+        search = replace(search, detector=args.detector)
+    report: dict = {
+        "config": asdict(config),
+        "threads": args.threads,
+        "learn_seconds": round(learn_seconds, 1),
+        "outcome": outcome,
+        "training": active.metrics.get("training") if active.pk != pretrained.pk else None,
+        "queries": {},
+    }
+    lines = ["| embedder | gallery | R@1 | R@5 | R@10 |", "|---|---|---|---|---|"]
+    for label, row in (("pretrained", pretrained), ("fine-tuned (active)", active)):
+        for catalog_only in (False, True):
+            r = evaluate_folder(
+                args.folder, embedder=row.name, detector=search.detector, catalog_only=catalog_only, config=search
+            )
+            gallery = "catalog only" if catalog_only else "catalog + reviews"
+            report["queries"][f"{label} / {gallery}"] = {"recall": r.recall, "mrr": r.mrr, "queries": r.n_queries}
+            lines.append(f"| {label} | {gallery} | {r.recall[1]:.3f} | {r.recall[5]:.3f} | {r.recall[10]:.3f} |")
+            print(lines[-1], flush=True)
+    print(f"\ndetector {search.detector}; {args.threads} torch thread(s); learning loop {learn_seconds:.0f} s")
+    print("\n".join(lines))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
