@@ -1,4 +1,6 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -8,7 +10,8 @@ from django.views.decorators.http import require_POST
 
 from catalog.cleaning import review_image_spot_check, spot_check_agreement_by_week
 from catalog.forms import ValidatedImageForm
-from catalog.models import Category, Merchant, Product, ProductImage, ReviewImage
+from catalog.integrity import item_group_confirm, product_image_copy_decide, product_item_group_split
+from catalog.models import Category, ItemGroup, Merchant, Product, ProductImage, ReviewImage
 from catalog.selectors import merchants_for_user, products_for_user
 from catalog.services import review_image_label
 
@@ -74,16 +77,33 @@ class CategoryAdmin(admin.ModelAdmin):
         return obj.n_products
 
 
+def copy_verdict(image) -> str:
+    """The flag as the merchant sees it: status, why, and the other merchant's image it matched."""
+    if image is None or not image.pk or image.copy_status == ProductImage.CopyStatus.NONE:
+        return "—"
+    matched = image.copy_of
+    return format_html(
+        "<strong>{}</strong><br>{}<br>{}",
+        image.get_copy_status_display(),
+        image.copy_reason,
+        thumbnail(matched, 80) if matched else "",
+    )
+
+
 class ProductImageInline(admin.TabularInline):
     model = ProductImage
     form = ValidatedImageForm
     extra = 1
-    fields = ["preview", "file", "position", "width", "height", "phash"]
-    readonly_fields = ["preview", "width", "height", "phash"]
+    fields = ["preview", "file", "position", "width", "height", "phash", "copy"]
+    readonly_fields = ["preview", "width", "height", "phash", "copy"]
 
     @admin.display(description="image")
     def preview(self, obj):
         return thumbnail(obj)
+
+    @admin.display(description="copied image check")
+    def copy(self, obj):
+        return copy_verdict(obj)
 
 
 class ReviewImageInline(admin.TabularInline):
@@ -115,12 +135,29 @@ class ProductAdmin(MerchantScopedAdmin):
     readonly_fields = ["created_at", "updated_at"]
     autocomplete_fields = ["category"]
     inlines = [ProductImageInline, ReviewImageInline]
-    actions = ["activate", "deactivate"]
+    actions = ["activate", "deactivate", "split_from_group"]
     fieldsets = [
         (None, {"fields": ["merchant", "sku", "title", "description", "category"]}),
         ("Offer", {"fields": ["price", "currency", "stock", "is_active"]}),
+        ("Same item at other merchants", {"fields": ["same_item"]}),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "same_item"]
+
+    @admin.display(description="same-item group")
+    def same_item(self, obj):
+        if obj is None or obj.item_group_id is None:
+            return obj.get_item_group_status_display() if obj and obj.item_group_status else "—"
+        url = reverse("admin:catalog_itemgroup_change", args=[obj.item_group_id])
+        return format_html('<a href="{}">{}</a> ({})', url, obj.item_group, obj.get_item_group_status_display())
+
+    @admin.action(description="Split from their same-item group (not the same item)")
+    def split_from_group(self, request, queryset):
+        for product in queryset:
+            product_item_group_split(product=product)
+        self.message_user(request, f"{queryset.count()} products taken out of their groups.", messages.SUCCESS)
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("images")
@@ -150,14 +187,22 @@ class ProductAdmin(MerchantScopedAdmin):
 
 @admin.register(ProductImage)
 class ProductImageAdmin(MerchantScopedAdmin):
+    """Merchants see their images and any copy flag with the image it matched; staff with
+    ``catalog.decide_copy`` confirm a copy (it stays out of search) or clear it (it goes in)."""
+
     merchant_path = "product__merchant"
     form = ValidatedImageForm
-    list_display = ["preview", "product", "position", "width", "height", "phash", "created_at"]
-    list_select_related = ["product"]
+    list_display = ["preview", "product", "position", "width", "height", "copy_status", "matched", "created_at"]
+    list_select_related = ["product", "copy_of__product__merchant"]
     search_fields = ["product__title", "product__sku", "sha256", "phash"]
-    list_filter = [("product__merchant", admin.RelatedOnlyFieldListFilter)]
+    list_filter = ["copy_status", ("product__merchant", admin.RelatedOnlyFieldListFilter)]
     autocomplete_fields = ["product"]
-    readonly_fields = ["preview_large", "width", "height", "sha256", "phash", "created_at"]
+    readonly_fields = [
+        "preview_large", "width", "height", "sha256", "phash", "created_at",
+        "copy_status", "copy_reason", "matched_large", "copy_hash_distance", "copy_similarity",
+        "copy_decided_by", "copy_decided_at",
+    ]  # fmt: skip
+    actions = ["confirm_copy", "clear_copy"]
 
     @admin.display(description="image")
     def preview(self, obj):
@@ -166,6 +211,117 @@ class ProductImageAdmin(MerchantScopedAdmin):
     @admin.display(description="preview")
     def preview_large(self, obj):
         return thumbnail(obj, 400)
+
+    @admin.display(description="matched image")
+    def matched(self, obj):
+        if obj.copy_of_id is None:
+            return "—"
+        other = obj.copy_of.product
+        return format_html("{}<br>{} · {}", thumbnail(obj.copy_of, 60), other.sku, other.merchant.name)
+
+    @admin.display(description="matched image of another merchant")
+    def matched_large(self, obj):
+        if obj.copy_of_id is None:
+            return "—"
+        other = obj.copy_of.product
+        return format_html(
+            "{}<br>SKU {} ({}) sold by {}", thumbnail(obj.copy_of, 400), other.sku, other.title, other.merchant.name
+        )
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not request.user.has_perm("catalog.decide_copy"):
+            actions.pop("confirm_copy", None)
+            actions.pop("clear_copy", None)
+        return actions
+
+    def _decide(self, request, queryset, is_copy: bool):
+        if not request.user.has_perm("catalog.decide_copy"):
+            raise PermissionDenied
+        images = list(queryset)
+        for image in images:
+            product_image_copy_decide(image=image, is_copy=is_copy, user=request.user)
+        verdict = "confirmed as copies: they stay out of search" if is_copy else "cleared: they go to search"
+        self.message_user(request, f"{len(images)} images {verdict}.", messages.SUCCESS)
+
+    @admin.action(description="Confirm copy (the image stays out of search)")
+    def confirm_copy(self, request, queryset):
+        self._decide(request, queryset, True)
+
+    @admin.action(description="Clear: not a copy (the image goes to search)")
+    def clear_copy(self, request, queryset):
+        self._decide(request, queryset, False)
+
+
+class ItemGroupMemberForm(forms.ModelForm):
+    split = forms.BooleanField(required=False, help_text="not the same item: take it out of this group")
+
+    class Meta:
+        model = Product
+        fields: list[str] = []
+
+
+class ItemGroupMemberInline(admin.TabularInline):
+    model = Product
+    form = ItemGroupMemberForm
+    fields = ["preview", "merchant", "sku", "title", "price", "currency", "is_active", "item_group_status", "split"]
+    readonly_fields = ["preview", "merchant", "sku", "title", "price", "currency", "is_active", "item_group_status"]
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name = "offer"
+    verbose_name_plural = "offers (cheapest first)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("merchant").prefetch_related("images").order_by("price")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="image")
+    def preview(self, obj):
+        images = list(obj.images.all())
+        return thumbnail(images[0] if images else None, 60)
+
+
+@admin.register(ItemGroup)
+class ItemGroupAdmin(admin.ModelAdmin):
+    """Same item at several merchants, for price comparison: staff confirm or split."""
+
+    list_display = ["__str__", "offers", "status", "created_at"]
+    readonly_fields = ["created_at"]
+    fields = ["note", "created_at"]
+    inlines = [ItemGroupMemberInline]
+    actions = ["confirm"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("products__merchant")
+
+    @admin.display(description="offers, cheapest first")
+    def offers(self, obj):
+        members = sorted(obj.products.all(), key=lambda p: (p.price, p.pk))
+        return format_html_join(
+            ", ", "{} ({} {}, {})", ((p.title, p.price, p.currency, p.merchant.name) for p in members)
+        )
+
+    @admin.display(description="status")
+    def status(self, obj):
+        states = {p.item_group_status for p in obj.products.all()}
+        return "confirmed" if states == {Product.GroupStatus.CONFIRMED} else "to confirm"
+
+    @admin.action(description="Confirm: these offers are the same item")
+    def confirm(self, request, queryset):
+        n = sum(item_group_confirm(group=group) for group in queryset)
+        self.message_user(request, f"{n} offers confirmed.", messages.SUCCESS)
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Product:
+            return super().save_formset(request, form, formset, change)
+        # Members are only ever split here, never edited: no product row is saved.
+        for member in formset.forms:
+            if member.cleaned_data.get("split") and member.instance.pk:
+                product_item_group_split(product=member.instance)
+                self.message_user(request, f"{member.instance} taken out of the group.", messages.SUCCESS)
 
 
 class SpotCheckFilter(admin.SimpleListFilter):

@@ -17,10 +17,12 @@ from catalog.models import Merchant, Product
 from catalog.selectors import category_with_descendants, products_visible
 from catalog.serializers import (
     PartnerImageSerializer,
+    PartnerProductImageSerializer,
+    PartnerProductSerializer,
     PartnerProductUpdateSerializer,
     PartnerProductWriteSerializer,
+    ProductDetailSerializer,
     ProductFilterSerializer,
-    ProductImageSerializer,
     ProductSerializer,
 )
 from catalog.services import DuplicateSku, product_create, product_deactivate, product_image_add, product_update
@@ -61,10 +63,10 @@ class ProductListApi(GenericAPIView):
 
 
 class ProductDetailApi(APIView):
-    @extend_schema(operation_id="products_detail", responses={200: ProductSerializer, 404: ErrorSerializer})
+    @extend_schema(operation_id="products_detail", responses={200: ProductDetailSerializer, 404: ErrorSerializer})
     def get(self, request, pk: int):
         product = get_object_or_404(products_visible(), pk=pk)
-        return Response(ProductSerializer(product, context={"request": request}).data)
+        return Response(ProductDetailSerializer(product, context={"request": request}).data)
 
 
 class PartnerApi(GenericAPIView):
@@ -72,7 +74,7 @@ class PartnerApi(GenericAPIView):
 
     authentication_classes = [TokenAuthentication]
     permission_classes = [IsAuthenticated]
-    serializer_class = ProductSerializer
+    serializer_class = PartnerProductSerializer
 
     def merchant(self) -> Merchant:
         merchants = list(Merchant.objects.filter(staff=self.request.user)[:2])
@@ -82,24 +84,30 @@ class PartnerApi(GenericAPIView):
 
     def product(self, sku: str) -> Product:
         return get_object_or_404(
-            Product.objects.select_related("merchant", "category"), merchant=self.merchant(), sku=sku
+            Product.objects.select_related("merchant", "category").prefetch_related(
+                "images__copy_of__product__merchant"
+            ),
+            merchant=self.merchant(),
+            sku=sku,
         )
 
 
 class PartnerProductListApi(PartnerApi):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    @extend_schema(operation_id="partner_products_list", responses={200: ProductSerializer(many=True), **ERRORS})
+    @extend_schema(operation_id="partner_products_list", responses={200: PartnerProductSerializer(many=True), **ERRORS})
     def get(self, request):
         page = self.paginate_queryset(
-            Product.objects.filter(merchant=self.merchant()).prefetch_related("images").order_by("sku")
+            Product.objects.filter(merchant=self.merchant())
+            .prefetch_related("images__copy_of__product__merchant")
+            .order_by("sku")
         )
-        return self.get_paginated_response(ProductSerializer(page, many=True, context={"request": request}).data)
+        return self.get_paginated_response(PartnerProductSerializer(page, many=True, context={"request": request}).data)
 
     @extend_schema(
         operation_id="partner_products_create",
         request=PartnerProductWriteSerializer,
-        responses={201: ProductSerializer, **ERRORS},
+        responses={201: PartnerProductSerializer, **ERRORS},
     )
     def post(self, request):
         data = PartnerProductWriteSerializer(data=request.data)
@@ -108,35 +116,37 @@ class PartnerProductListApi(PartnerApi):
             product = product_create(merchant=self.merchant(), **data.validated_data)
         except DuplicateSku as exc:
             raise ValidationError({"sku": [str(exc)]}) from exc
-        return Response(ProductSerializer(product, context={"request": request}).data, status=status.HTTP_201_CREATED)
+        return Response(
+            PartnerProductSerializer(product, context={"request": request}).data, status=status.HTTP_201_CREATED
+        )
 
 
 class PartnerProductDetailApi(PartnerApi):
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    @extend_schema(operation_id="partner_products_detail", responses={200: ProductSerializer, **ERRORS})
+    @extend_schema(operation_id="partner_products_detail", responses={200: PartnerProductSerializer, **ERRORS})
     def get(self, request, sku: str):
-        return Response(ProductSerializer(self.product(sku), context={"request": request}).data)
+        return Response(PartnerProductSerializer(self.product(sku), context={"request": request}).data)
 
     @extend_schema(
         operation_id="partner_products_update",
         request=PartnerProductUpdateSerializer,
-        responses={200: ProductSerializer, **ERRORS},
+        responses={200: PartnerProductSerializer, **ERRORS},
     )
     def patch(self, request, sku: str):
         product = self.product(sku)
         data = PartnerProductUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         product = product_update(product=product, **data.validated_data)
-        return Response(ProductSerializer(product, context={"request": request}).data)
+        return Response(PartnerProductSerializer(product, context={"request": request}).data)
 
     @extend_schema(
-        operation_id="partner_products_deactivate", request=None, responses={200: ProductSerializer, **ERRORS}
+        operation_id="partner_products_deactivate", request=None, responses={200: PartnerProductSerializer, **ERRORS}
     )
     def delete(self, request, sku: str):
         """Deactivate: the product disappears from search and listings; its data stays."""
         product = product_deactivate(product=self.product(sku))
-        return Response(ProductSerializer(product, context={"request": request}).data)
+        return Response(PartnerProductSerializer(product, context={"request": request}).data)
 
 
 class PartnerProductImageApi(PartnerApi):
@@ -145,7 +155,7 @@ class PartnerProductImageApi(PartnerApi):
     @extend_schema(
         operation_id="partner_products_add_image",
         request={"multipart/form-data": PartnerImageSerializer},
-        responses={201: ProductImageSerializer, 200: ProductImageSerializer, **ERRORS},
+        responses={201: PartnerProductImageSerializer, 200: PartnerProductImageSerializer, **ERRORS},
         parameters=[OpenApiParameter("sku", str, OpenApiParameter.PATH)],
     )
     def post(self, request, sku: str):
@@ -159,5 +169,5 @@ class PartnerProductImageApi(PartnerApi):
             )
         except ImageError as exc:
             raise ValidationError({"image": [str(exc)]}) from exc
-        body = ProductImageSerializer(image, context={"request": request}).data
+        body = PartnerProductImageSerializer(image, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

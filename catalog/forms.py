@@ -17,4 +17,10 @@ class ValidatedImageForm(forms.ModelForm):
         for attr in ("width", "height", "sha256", "phash"):
             setattr(self.instance, attr, getattr(prepared, attr))
         self.instance.needs_embedding = True  # a new or replaced file needs a new vector
+        if hasattr(self.instance, "copy_status"):
+            # A new file gets a new copy check when it is embedded, before it can reach search.
+            self.instance.copy_status = self.instance.CopyStatus.NONE
+            self.instance.copy_of = None
+            self.instance.copy_reason = ""
+            self.instance.copy_hash_distance = self.instance.copy_similarity = None
         return prepared.content

@@ -10,7 +10,7 @@ from typing import BinaryIO
 import imagehash
 from django.conf import settings
 from django.core.files.base import ContentFile
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vision.imageio import ImageError, decode_image
 
@@ -33,6 +33,7 @@ class PreparedImage:
     height: int
     sha256: str
     phash: str
+    mirror_phash: str  # of the left-right mirror image: finds mirrored copies (not stored)
 
 
 def _needs_rotation(data: bytes) -> bool:
@@ -61,6 +62,7 @@ def image_prepare(*, source: bytes | BinaryIO, name: str = "image") -> PreparedI
         height=img.height,
         sha256=hashlib.sha256(data).hexdigest(),
         phash=str(imagehash.phash(img)),
+        mirror_phash=str(imagehash.phash(ImageOps.mirror(img))),
     )
 
 

@@ -74,7 +74,29 @@ class Category(models.Model):
         return " / ".join(reversed(names))
 
 
+class ItemGroup(models.Model):
+    """Products of different merchants that are the same item, for price comparison.
+
+    Formed automatically when a merchant's product image is a near-copy of another
+    merchant's (search/integrity.py); staff confirm or split members in the admin.
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        verbose_name = "same-item group"
+
+    def __str__(self) -> str:
+        return f"same item #{self.pk}"
+
+
 class Product(models.Model):
+    class GroupStatus(models.TextChoices):
+        SUGGESTED = "suggested", "Suggested (near-duplicate images)"
+        CONFIRMED = "confirmed", "Confirmed by staff"
+        SPLIT = "split", "Split by staff: not the same item"
+
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="products")
     sku = models.CharField("SKU", max_length=100)
     title = models.CharField(max_length=300)
@@ -84,6 +106,11 @@ class Product(models.Model):
     currency = models.CharField(max_length=3, default=settings.DEFAULT_CURRENCY, help_text="ISO 4217 code")
     stock = models.PositiveIntegerField(default=0)
     is_active = models.BooleanField(default=True, help_text="Inactive products are hidden from shoppers and search.")
+    item_group = models.ForeignKey(
+        ItemGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="products", verbose_name="same item"
+    )
+    # "split" sticks: automatic grouping leaves a product staff took out alone.
+    item_group_status = models.CharField(max_length=16, choices=GroupStatus.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -115,19 +142,47 @@ class ImageFields(models.Model):
 
 
 class ProductImage(ImageFields):
+    class CopyStatus(models.TextChoices):
+        NONE = "none", "No copy found"
+        FLAGGED = "flagged", "Flagged: looks copied from another merchant"
+        CONFIRMED = "confirmed", "Staff confirmed: copied"
+        CLEARED = "cleared", "Staff cleared: not a copy"
+
+    # Shown in search; a flagged image waits for staff, a confirmed copy stays out.
+    SEARCHABLE = (CopyStatus.NONE, CopyStatus.CLEARED)
+
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
     file = models.ImageField(upload_to=product_image_path)
     position = models.PositiveSmallIntegerField(default=0, help_text="0 is the main image")
     created_at = models.DateTimeField(auto_now_add=True)
+    copy_status = models.CharField(
+        max_length=16, choices=CopyStatus.choices, default=CopyStatus.NONE, db_index=True, editable=False
+    )
+    copy_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False,
+        help_text="the other merchant's image this one matched",
+    )  # fmt: skip
+    copy_reason = models.CharField(max_length=300, blank=True, editable=False)
+    copy_hash_distance = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    copy_similarity = models.FloatField(null=True, blank=True, editable=False)
+    copy_decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    copy_decided_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["product", "position", "pk"]
         constraints = [
             models.UniqueConstraint(fields=["product", "sha256"], name="productimage_unique_content"),
         ]
+        permissions = [("decide_copy", "Can confirm or clear a copied-image flag (platform staff)")]
 
     def __str__(self) -> str:
         return f"{self.product.sku} #{self.position}"
+
+    @property
+    def searchable(self) -> bool:
+        return self.copy_status in self.SEARCHABLE
 
 
 class ReviewImage(ImageFields):

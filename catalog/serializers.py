@@ -1,5 +1,7 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from catalog.integrity import same_item_offers
 from catalog.models import Category, Product, ProductImage
 from visualshop.api import MAX_ID, PrimaryKeyField, StrictSerializer
 
@@ -31,6 +33,61 @@ class ProductSerializer(serializers.ModelSerializer):
 
     def get_category_path(self, obj) -> str | None:
         return obj.category.path if obj.category_id else None
+
+
+class OfferSerializer(serializers.ModelSerializer):
+    """Another merchant's offer of the same item."""
+
+    merchant = serializers.CharField(source="merchant.name", read_only=True)
+    merchant_slug = serializers.CharField(source="merchant.slug", read_only=True)
+
+    class Meta:
+        model = Product
+        fields = ["id", "sku", "title", "merchant", "merchant_slug", "price", "currency", "stock"]
+
+
+class ProductDetailSerializer(ProductSerializer):
+    also_sold_by = serializers.SerializerMethodField(help_text="the same item at other merchants, cheapest first")
+
+    class Meta(ProductSerializer.Meta):
+        fields = [*ProductSerializer.Meta.fields, "also_sold_by"]
+
+    @extend_schema_field(OfferSerializer(many=True))
+    def get_also_sold_by(self, obj) -> list[dict]:
+        return OfferSerializer(same_item_offers(product=obj), many=True).data
+
+
+class MatchedImageSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    title = serializers.CharField()
+    merchant = serializers.CharField()
+    image_id = serializers.IntegerField()
+
+
+class PartnerProductImageSerializer(ProductImageSerializer):
+    """What the merchant sees of its own image: whether search shows it, and if not, why."""
+
+    searchable = serializers.BooleanField(read_only=True, help_text="false while flagged or confirmed as a copy")
+    matched = serializers.SerializerMethodField(help_text="the other merchant's image it looks copied from")
+
+    class Meta(ProductImageSerializer.Meta):
+        fields = [*ProductImageSerializer.Meta.fields, "copy_status", "copy_reason", "searchable", "matched"]
+
+    @extend_schema_field(MatchedImageSerializer(allow_null=True))
+    def get_matched(self, obj) -> dict | None:
+        if obj.copy_of_id is None:
+            return None
+        product = obj.copy_of.product
+        return {
+            "sku": product.sku,
+            "title": product.title,
+            "merchant": product.merchant.name,
+            "image_id": obj.copy_of_id,
+        }
+
+
+class PartnerProductSerializer(ProductSerializer):
+    images = PartnerProductImageSerializer(many=True, read_only=True)
 
 
 class ProductFilterSerializer(StrictSerializer):

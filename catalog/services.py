@@ -11,7 +11,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog.images import image_prepare
+from catalog.images import PreparedImage, image_prepare
+from catalog.integrity import item_group_link, product_image_flag_fields, product_image_hash_match
 from catalog.models import Category, Merchant, Product, ProductImage, ReviewImage
 
 
@@ -59,7 +60,7 @@ def product_upsert(
     return product, "updated" if changed else "unchanged"
 
 
-def _image_add(model, *, product: Product, source: bytes | BinaryIO, name: str, **extra):
+def _image_add(model, *, product: Product, source: bytes | BinaryIO, name: str, before_save=None, **extra):
     data = source if isinstance(source, bytes) else source.read()
     # Most files are stored as they came, so their raw hash finds a re-import without decoding.
     existing = model.objects.filter(product=product, sha256=hashlib.sha256(data).hexdigest()).first()
@@ -77,6 +78,8 @@ def _image_add(model, *, product: Product, source: bytes | BinaryIO, name: str, 
         phash=prepared.phash,
         **extra,
     )
+    if before_save is not None:
+        before_save(image, prepared)
     image.file.save(prepared.content.name, prepared.content, save=False)
     try:
         with transaction.atomic():
@@ -91,10 +94,28 @@ def _image_add(model, *, product: Product, source: bytes | BinaryIO, name: str, 
 def product_image_add(
     *, product: Product, source: bytes | BinaryIO, name: str = "image", position: int | None = None
 ) -> tuple[ProductImage, bool]:
-    """Validate and store a product image; an identical image of the same product is not stored twice."""
+    """Validate and store a product image; an identical image of the same product is not stored twice.
+
+    An image whose perceptual hash (or mirrored hash) is close to another merchant's image
+    is stored flagged, so it never reaches search before staff decide (catalog/integrity.py).
+    """
     if position is None:
         position = product.images.count()
-    return _image_add(ProductImage, product=product, source=source, name=name, position=position)
+
+    def flag_if_copied(image: ProductImage, prepared: PreparedImage) -> None:
+        match = product_image_hash_match(
+            merchant_id=product.merchant_id, phash=prepared.phash, mirror_phash=prepared.mirror_phash
+        )
+        if match is not None:
+            for field, value in product_image_flag_fields(match=match).items():
+                setattr(image, field, value)
+
+    image, created = _image_add(
+        ProductImage, product=product, source=source, name=name, position=position, before_save=flag_if_copied
+    )
+    if created and image.copy_of_id is not None:
+        item_group_link(product=product, other=image.copy_of.product)
+    return image, created
 
 
 def review_image_add(*, product: Product, source: bytes | BinaryIO, name: str = "review") -> tuple[ReviewImage, bool]:

@@ -2,6 +2,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.shortcuts import get_object_or_404, render
 
+from catalog.integrity import same_item_offers
 from catalog.models import Category
 from catalog.selectors import products_visible
 
@@ -26,4 +27,8 @@ def product_list(request):
 
 def product_detail(request, pk: int):
     product = get_object_or_404(products_visible(), pk=pk)
-    return render(request, "catalog/product_detail.html", {"product": product, "images": product.images.all()})
+    return render(
+        request,
+        "catalog/product_detail.html",
+        {"product": product, "images": product.images.all(), "offers": same_item_offers(product=product)},
+    )

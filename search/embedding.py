@@ -17,6 +17,7 @@ from django.db.models import F
 
 from catalog.cleaning import review_image_decide
 from catalog.models import ProductImage, ReviewImage
+from search.integrity import mirror_vectors, product_images_copy_check
 from search.models import EmbedderVersion, ImageVector, faiss_id
 from vision.imageio import ImageError, decode_image
 from vision.similarity import best_view_score
@@ -100,8 +101,19 @@ def product_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion 
     embedder = embedder or embedder_active()
     images, pixels = _load_pixels(list(ProductImage.objects.filter(pk__in=image_ids)))
     if images:
-        vectors = embedder_load(embedder.name).embed(pixels, batch_size=INFERENCE_BATCH)
-        _store_vectors(embedder=embedder, images=images, vectors=vectors, field="product_image")
+        model = embedder_load(embedder.name)
+        vectors = model.embed(pixels, batch_size=INFERENCE_BATCH)
+        if not embedder.is_active:
+            _store_vectors(embedder=embedder, images=images, vectors=vectors, field="product_image")
+            return len(images)
+        # The stolen-image check decides before the vectors are stored, in their
+        # transaction: a copy's vector never reaches the index unflagged (search/integrity.py).
+        mirrored = mirror_vectors(embedder=model, pixels=pixels, batch_size=INFERENCE_BATCH)
+        with transaction.atomic():
+            product_images_copy_check(
+                embedder=embedder, images=images, pixels=pixels, vectors=vectors, mirrored=mirrored
+            )
+            _store_vectors(embedder=embedder, images=images, vectors=vectors, field="product_image")
     return len(images)
 
 

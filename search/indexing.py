@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from catalog.models import ReviewImage
+from catalog.models import ProductImage, ReviewImage
 from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector, faiss_id
 from vision.index import IndexCorrupt, VectorIndex, choose_factory
 
@@ -42,8 +42,9 @@ def index_path(*, embedder: EmbedderVersion) -> Path:
 
 
 def searchable_vectors(*, embedder: EmbedderVersion) -> QuerySet[ImageVector]:
+    # A product image flagged as another merchant's copy stays out until staff clear it.
     return ImageVector.objects.filter(embedder=embedder, product__is_active=True).filter(
-        Q(product_image__isnull=False) | Q(review_image__status=ReviewImage.Status.ACCEPTED)
+        Q(product_image__copy_status__in=ProductImage.SEARCHABLE) | Q(review_image__status=ReviewImage.Status.ACCEPTED)
     )
 
 

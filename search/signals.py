@@ -16,6 +16,8 @@ def image_saved(sender, instance, update_fields=None, **kwargs):
         images_enqueue(kind="product" if sender is ProductImage else "review", image_ids=[instance.pk])
     elif sender is ReviewImage and (update_fields is None or "status" in update_fields):
         index_sync_enqueue()
+    elif sender is ProductImage and update_fields and "copy_status" in update_fields:  # a staff decision
+        index_sync_enqueue()
 
 
 @receiver(post_save, sender=Product)

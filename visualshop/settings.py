@@ -168,7 +168,7 @@ REVIEW_SPOT_CHECK_FRACTION = env.float("VISUALSHOP_REVIEW_SPOT_CHECK_FRACTION", 
 # within COPY_MAX_HASH_DISTANCE bits of it, or its embedding or mirrored embedding reaches
 # COPY_MIN_SIMILARITY (cosine; set for the pretrained MobileNetV2, recalibrate with a new
 # embedder). Calibrated with benchmarks/stolen_images.py (README).
-COPY_MAX_HASH_DISTANCE = env.int("VISUALSHOP_COPY_MAX_HASH_DISTANCE", default=10)
+COPY_MAX_HASH_DISTANCE = env.int("VISUALSHOP_COPY_MAX_HASH_DISTANCE", default=11)
 COPY_MIN_SIMILARITY = env.float("VISUALSHOP_COPY_MIN_SIMILARITY", default=0.82)
 
 # Search engine.
