@@ -31,16 +31,13 @@ from __future__ import annotations
 import heapq
 import math
 import re
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from django.db.models import Count, Q
-from django.utils import timezone
+from django.db.models import Count
 
 FEATURES = [
     "visual_score",
@@ -217,9 +214,8 @@ def feature_matrix(
 def product_facts(product_ids: Iterable[int]) -> dict[int, ProductFacts]:
     from catalog.models import Product
 
-    rows = Product.objects.filter(pk__in=list(product_ids)).values_list(
-        "pk", "price", "category_id", "merchant_id", "created_at"
-    )
+    ids = product_ids if hasattr(product_ids, "query") else list(product_ids)
+    rows = Product.objects.filter(pk__in=ids).values_list("pk", "price", "category_id", "merchant_id", "created_at")
     return {pk: ProductFacts(float(price), cat, merchant, created) for pk, price, cat, merchant, created in rows}
 
 
@@ -245,58 +241,41 @@ def stats_all() -> Stats:
     return stats
 
 
-def shopper_live(*, user_id: int | None, session_key: str, limit: int = SHOPPER_CLICKS) -> Shopper:
-    """The shopper's last clicks, in this session or account: one query (none if anonymous)."""
-    from search.models import Click
+def shopper_clicked_ids(*, user_id: int | None, session_key: str, limit: int = SHOPPER_CLICKS) -> list[int]:
+    """Products the shopper clicked last (session or account), newest first: one query in
+    plain SQL (the ORM's query building alone cost ~1 ms here, the SQL ~0.1 ms)."""
+    from django.db import connection
 
-    who = Q()
+    from search.models import Click, Impression, SearchQuery
+
+    who, params = [], []
     if session_key:
-        who |= Q(impression__query__session_key=session_key)
+        who.append("q.session_key = %s")
+        params.append(session_key)
     if user_id is not None:
-        who |= Q(impression__query__user_id=user_id)
-    shopper = Shopper()
+        who.append("q.user_id = %s")
+        params.append(user_id)
     if not who:
-        return shopper
-    rows = (
-        Click.objects.filter(who)
-        .order_by("-created_at")
-        .values_list("impression__product_id", "impression__product__price", "impression__product__category_id",
-                     "impression__product__merchant_id")[:limit]
-    )  # fmt: skip
-    seen = set()
-    for pid, price, cat, merchant in rows:
-        if pid in seen:  # a click and an add-to-cart of one product count once
+        return []
+    sql = (
+        f"SELECT i.product_id FROM {Click._meta.db_table} c "
+        f"JOIN {Impression._meta.db_table} i ON c.impression_id = i.id "
+        f"JOIN {SearchQuery._meta.db_table} q ON i.query_id = q.id "
+        f"WHERE {' OR '.join(who)} ORDER BY c.created_at DESC LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, limit])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def shopper_from_clicks(product_ids: Iterable[int], facts: dict[int, ProductFacts]) -> Shopper:
+    shopper, seen = Shopper(), set()
+    for pid in product_ids:
+        if pid in seen or pid not in facts:  # a click and an add-to-cart of one product count once
             continue
         seen.add(pid)
-        shopper.add(ProductFacts(float(price), cat, merchant, timezone.now()))
+        shopper.add(facts[pid])
     return shopper
-
-
-class Snapshot:
-    """Per-process cache of the slow-moving inputs (catalog categories and log statistics),
-    refreshed at most every `seconds`: one grouped query per refresh, none per search."""
-
-    def __init__(self, seconds: float = 300.0):
-        self.seconds = seconds
-        self._lock = threading.Lock()
-        self._at = -math.inf
-        self._value: tuple[dict[int, frozenset[str]], Stats] | None = None
-
-    def get(self) -> tuple[dict[int, frozenset[str]], Stats]:
-        now = time.monotonic()
-        value = self._value
-        if value is not None and now - self._at < self.seconds:
-            return value
-        with self._lock:
-            if self._value is not None and now - self._at < self.seconds:
-                return self._value
-            self._value = (category_tokens_all(), stats_all())
-            self._at = now
-            return self._value
-
-    def reset(self) -> None:
-        with self._lock:
-            self._value, self._at = None, -math.inf
 
 
 # -- training rows from the logs ---------------------------------------------------------

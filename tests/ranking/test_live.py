@@ -75,7 +75,7 @@ def test_rerank_uses_the_live_model_and_reloads_when_it_changes(
     with django_assert_max_num_queries(6):  # live check + model load + stats snapshot (3) + products + (no shopper)
         assert ranker_rerank(cands, CTX).version == gbdt.version
     settings.RANKER_STATS_SECONDS = 60
-    with django_assert_max_num_queries(2):  # warm: live check (every search in tests) + product facts
+    with django_assert_max_num_queries(2):  # warm: live check (every search in tests), no shopper
         ranker_rerank(cands, CTX)
     ranker_back_to_visual_order()
     assert ranker_rerank(cands, CTX).version == ""
