@@ -317,7 +317,9 @@ class ItemGroupAdmin(admin.ModelAdmin):
     def save_formset(self, request, form, formset, change):
         if formset.model is not Product:
             return super().save_formset(request, form, formset, change)
-        # Members are only ever split here, never edited: no product row is saved.
+        # Members are only ever split here, never edited: no product row is saved (commit=False
+        # only collects what the admin's change message needs).
+        formset.save(commit=False)
         for member in formset.forms:
             if member.cleaned_data.get("split") and member.instance.pk:
                 product_item_group_split(product=member.instance)
