@@ -32,7 +32,7 @@ from catalog.integrity import (
 from catalog.models import Merchant, ProductImage
 from search.models import EmbedderVersion, ImageVector
 from vision.imageio import decode_image
-from vision.nearcopy import closest, hashes_to_uint64, matches, mirror_phash_hex
+from vision.nearcopy import closest, hamming, hashes_to_uint64, matches, mirror_phash_hex
 
 CopyStatus = ProductImage.CopyStatus
 
@@ -129,9 +129,15 @@ def product_images_copy_check(
             for copy_id in cand.ids[later][hit].tolist():
                 if copy_id not in flagged:
                     j = by_id[copy_id]
-                    sim = float(max(query @ cand.vectors[j]))
+                    sims = query @ cand.vectors[j]
+                    plain, mirrored = (int(hamming(h, cand.hashes[j])) for h in (phash, mphash))
+                    by_hash = min(plain, mirrored) <= policy.max_hash_distance
                     flagged[copy_id] = CopyMatch(
-                        original_id=image.pk, hash_distance=None, similarity=sim, mirrored=False, by="embedding"
+                        original_id=image.pk,
+                        hash_distance=min(plain, mirrored) if by_hash else None,
+                        similarity=float(sims.max()),
+                        mirrored=bool(mirrored < plain) if by_hash else bool(sims[1] > sims[0]),
+                        by="hash" if by_hash else "embedding",
                     )
     if flagged:
         for copy in ProductImage.objects.filter(pk__in=list(flagged)).select_related("product"):

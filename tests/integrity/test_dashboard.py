@@ -121,3 +121,18 @@ def test_ranker_versions_and_their_metrics_are_listed(client, platform_staff):
     client.force_login(platform_staff)
     html = client.get(URL).content.decode()
     assert "lr-001" in html and "(live)" in html and "auc=0.7123" in html
+
+
+@pytest.mark.services
+def test_queue_depth_counts_waiting_messages_on_redis(settings, redis_url):
+    from kombu import Connection
+
+    settings.CELERY_BROKER_URL = redis_url
+    with Connection(redis_url) as conn:
+        queue = conn.SimpleQueue("embed")
+        for i in range(3):
+            queue.put({"n": i})
+        queue.close()
+    depths = queue_depths()
+    assert depths["available"] is True
+    assert depths["queues"]["embed"] == 3 and depths["queues"]["train"] == 0
