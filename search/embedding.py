@@ -6,6 +6,7 @@ embedder once (:func:`embedder_load`); torch is imported lazily so web modules s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from catalog.cleaning import review_image_decide
+from catalog.cleaning import CleaningPolicy, review_image_decide
 from catalog.models import ProductImage, ReviewImage
 from search.integrity import mirror_vectors, product_images_copy_check
 from search.models import EmbedderVersion, ImageVector, faiss_id
@@ -151,6 +152,7 @@ def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion |
     vectors = embedder_load(embedder.name).embed(pixels, batch_size=INFERENCE_BATCH)
     _store_vectors(embedder=embedder, images=reviews, vectors=vectors, field="review_image")
     if embedder.is_active:
+        policy = cleaning_policy(embedder=embedder)
         views = product_views(embedder=embedder, product_ids={r.product_id for r in reviews})
         for review, vec in zip(reviews, vectors):
             score = None  # nothing to compare with: staff decide
@@ -160,5 +162,17 @@ def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion |
                     vec[None, :], own_vecs, query_ids=np.array([faiss_id(None, review.pk)]), view_ids=own_ids
                 )[0]
                 score = float(best) if best > -1 else None
-            review_image_decide(review=review, score=score)
+            review_image_decide(review=review, score=score, policy=policy)
     return len(reviews)
+
+
+def cleaning_policy(*, embedder: EmbedderVersion) -> CleaningPolicy:
+    """The settings' thresholds, or the ones carried over to this version when it was
+    activated (scores of one photo differ between versions: search/training.py)."""
+    policy = CleaningPolicy.from_settings()
+    cleaning = embedder.metrics.get("cleaning") or {}
+    if "accept_at" in cleaning and "reject_below" in cleaning:
+        policy = dataclasses.replace(
+            policy, accept_at=float(cleaning["accept_at"]), reject_below=float(cleaning["reject_below"])
+        )
+    return policy

@@ -206,7 +206,8 @@ def cleaning_thresholds(*, embedder: EmbedderVersion, reference: EmbedderVersion
     the new threshold cuts the new scores of the scored review photos at the same quantile
     as the old threshold cuts their old scores.
     """
-    old_accept, old_reject = _thresholds(reference)
+    policy = embedding.cleaning_policy(embedder=reference)
+    old_accept, old_reject = policy.accept_at, policy.reject_below
     old, new = [], []
     views = embedding.product_views(
         embedder=embedder, product_ids=list(ReviewImage.objects.values_list("product_id", flat=True).distinct())
@@ -235,14 +236,6 @@ def cleaning_thresholds(*, embedder: EmbedderVersion, reference: EmbedderVersion
         "reject_below": round(float(np.quantile(new_a, np.mean(old_a < old_reject))), 4),
         "scored": len(old),
     }
-
-
-def _thresholds(embedder: EmbedderVersion) -> tuple[float, float]:
-    cleaning = embedder.metrics.get("cleaning") or {}
-    return (
-        float(cleaning.get("accept_at", settings.REVIEW_ACCEPT_SCORE)),
-        float(cleaning.get("reject_below", settings.REVIEW_REJECT_SCORE)),
-    )
 
 
 # --------------------------------------------------------------------------- rollout

@@ -192,3 +192,27 @@ def test_train_embedder_trains_embeds_evaluates_and_rolls_out(shop, settings, ca
 
     assert embedder_name("latest") == trained.name
     assert ProductImage.objects.count() == 4  # nothing of the catalog was touched
+
+
+def test_cleaning_thresholds_carry_over_by_rank(shop):
+    version = embedder_active()
+    scores = np.array([s for s in ReviewImage.objects.values_list("score", flat=True) if s is not None])
+    carried = training.cleaning_thresholds(embedder=version, reference=version)
+    # against itself, the same share of photos is accepted and rejected
+    assert carried["scored"] == len(scores) >= 20
+    for key, old in (("accept_at", 0.8), ("reject_below", 0.4)):
+        assert abs(np.mean(scores < carried[key]) - np.mean(scores < old)) <= 1 / len(scores) + 1e-9
+
+
+def test_review_photos_are_decided_with_the_active_versions_thresholds(shop):
+    version = embedder_active()
+    version.metrics = {"cleaning": {"accept_at": -1.0, "reject_below": -2.0}}  # accept anything
+    version.save()
+    far_off = review_image_add(product=shop[0], source=photo(3, 999))[0]  # looks like product 3
+    far_off.refresh_from_db()
+    assert far_off.status == ReviewImage.Status.ACCEPTED
+    version.metrics = {"cleaning": {"accept_at": 2.0, "reject_below": 1.5}}  # reject anything
+    version.save()
+    another = review_image_add(product=shop[0], source=photo(0, 31337))[0]
+    another.refresh_from_db()
+    assert another.status == ReviewImage.Status.REJECTED
