@@ -66,7 +66,9 @@ def index_status() -> list[dict]:
                 "updated_at": version.index_updated_at,
                 # Active: images saved but not embedded yet. Others: images this version lacks.
                 "not_embedded": dirty if version.is_active else max(images - counts.get(version.pk, 0), 0),
+                # The saved index against what it should hold: still to add, still to remove.
                 "not_indexed": max(searchable - version.index_count, 0),
+                "to_remove": max(version.index_count - searchable, 0),
             }
         )
     return rows
