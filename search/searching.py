@@ -18,7 +18,7 @@ from PIL import Image
 from catalog.models import Category, Merchant, Product, ProductImage
 from catalog.selectors import category_with_descendants
 from search.models import Impression, SearchQuery
-from vision.imageio import strip_jpeg_metadata
+from vision.imageio import decode_image, strip_jpeg_metadata
 
 EXIF_ORIENTATION = 0x0112
 
@@ -118,21 +118,25 @@ def live_rerank(candidates: list[Ranked], context: RerankContext) -> Reranking:
     return ranker_rerank(candidates, context)
 
 
-def _log_photo(upload: bytes, result) -> tuple[ContentFile, str]:
+def _log_photo(upload: bytes, result, max_side: int) -> tuple[ContentFile, str]:
     """The query photo without EXIF, GPS or any other metadata, upright, at most max_side.
 
-    An upright JPEG that needed no downscale (what the upload page sends) is kept as it
+    An upright JPEG that needs no downscale (what the upload page sends) is kept as it
     came with its metadata segments cut out: no re-encoding, no quality lost, ~4 ms saved.
-    Anything else is re-encoded from the decoded pixels.
+    Anything else is re-encoded from its pixels at max_side (the search itself may have
+    decoded it smaller: SearchConfig.work_side).
     """
     data = None
-    if result.image.size == tuple(result.image_size):
+    if max(result.image_size) <= max_side:
         with Image.open(io.BytesIO(upload)) as probe:
             if probe.format == "JPEG" and probe.getexif().get(EXIF_ORIENTATION, 1) == 1:
                 data = strip_jpeg_metadata(upload)
     if data is None:
+        image = result.image
+        if max(image.size) < min(max_side, max(result.image_size)):
+            image = decode_image(upload, max_side=max_side)[0]
         out = io.BytesIO()
-        result.image.save(out, format="JPEG", quality=85)
+        image.save(out, format="JPEG", quality=85)
         data = out.getvalue()
     return ContentFile(data, name="query.jpg"), hashlib.sha256(data).hexdigest()
 
@@ -186,7 +190,7 @@ def photo_search(
         "rerank": (t2 - t1) * 1000,  # the ranker, then loading the shown rows
         "ranker": (t_ranked - t1) * 1000,
     }
-    photo, sha = _log_photo(image, result)
+    photo, sha = _log_photo(image, result, pipeline.config.max_side)
     with transaction.atomic():
         query = SearchQuery(
             channel=channel,

@@ -76,6 +76,14 @@ class SearchConfig:
     """
 
     max_side: int = 1024
+    # Without the shopper's box, the photo is decoded at most this size: the detector sees
+    # 384 px and the crop it chooses covers half the photo or more (DEFAULT_BOX_CHOICE), so
+    # it still has over 256 px for the embedder's resize. JPEG decodes at 1/2 scale
+    # (draft), and the detector's and embedder's resizes start from a quarter of the
+    # pixels. A smaller crop (a shopper's box, or a detector box under a lower min_area)
+    # is cut from the photo decoded at max_side instead.
+    work_side: int = 512
+    min_crop_side: int = 256
     detector: str = "nanodet"
     box_choice: BoxChoice = field(default_factory=lambda: DEFAULT_BOX_CHOICE)
     ignore_labels: tuple[str, ...] = ("person",)  # never chosen automatically: not products
@@ -84,8 +92,8 @@ class SearchConfig:
     k: int = 10  # products returned
 
     def __post_init__(self) -> None:
-        if self.max_side < 32:
-            raise ValueError("max_side must be >= 32")
+        if self.max_side < 32 or self.work_side < 32:
+            raise ValueError("max_side and work_side must be >= 32")
         if self.crop_pad < 0:
             raise ValueError("crop_pad must be >= 0")
         if WHOLE_IMAGE_LABEL in self.ignore_labels:
@@ -114,7 +122,7 @@ class SearchResult:
     timings_ms: dict[str, float]  # decode, detect, embed, search, rerank, total
     image_size: tuple[int, int]  # uploaded image (width, height)
     embedding: np.ndarray  # [dim] float32, the query vector (for logs and same-item checks)
-    image: Image.Image | None = None  # the decoded, downscaled upload (for the query log)
+    image: Image.Image | None = None  # the decoded upload as searched (work_side or max_side)
 
     @property
     def box(self) -> Box:
@@ -185,15 +193,19 @@ class SearchPipeline:
 
     # ------------------------------------------------------------------ stages
 
-    def load(self, source: bytes | BinaryIO | Image.Image) -> tuple[Image.Image, ImageInfo]:
-        """Decode (validated, EXIF-oriented, RGB) and downscale to ``max_side``. A PIL image
-        is taken as already decoded and oriented (the caller's own, trusted image)."""
+    def load(
+        self, source: bytes | BinaryIO | Image.Image, max_side: int | None = None
+    ) -> tuple[Image.Image, ImageInfo]:
+        """Decode (validated, EXIF-oriented, RGB) and downscale to ``max_side`` (default:
+        the config's). A PIL image is taken as already decoded and oriented (the caller's
+        own, trusted image)."""
+        max_side = min(max_side or self.config.max_side, self.config.max_side)
         if isinstance(source, Image.Image):
             rgb = to_rgb(source)
-            return downscale(rgb, self.config.max_side), ImageInfo("PIL", rgb.width, rgb.height)
+            return downscale(rgb, max_side), ImageInfo("PIL", rgb.width, rgb.height)
         if isinstance(source, (bytearray, memoryview)):
             source = bytes(source)
-        return decode_image(source, max_side=self.config.max_side)
+        return decode_image(source, max_side=max_side)
 
     def candidates(self, image: Image.Image) -> tuple[list[Box], int]:
         """Detector boxes plus the whole-image candidate, and the index of the one to embed."""
@@ -225,8 +237,10 @@ class SearchPipeline:
         shopper's personalised ranking). Raises vision.imageio.ImageError on a bad upload
         and ValueError on a bad box."""
         k = k or self.config.k
+        if hasattr(image, "read"):
+            image = image.read()  # may be decoded twice (see work_side)
         t0 = time.perf_counter()
-        img, info = self.load(image)
+        img, info = self.load(image, max_side=None if box is not None else self.config.work_side)
         # Exact ratio per axis: downscale() rounds each side separately.
         sx, sy = img.width / info.width, img.height / info.height
         t1 = time.perf_counter()
@@ -240,6 +254,13 @@ class SearchPipeline:
         t2 = time.perf_counter()
 
         region = crop(img, boxes[chosen], 0.0 if box is not None else self.config.crop_pad)
+        sharper = max(img.size) < min(self.config.max_side, max(info.width, info.height))
+        if min(region.size) < self.config.min_crop_side and sharper:
+            full, _ = self.load(image)
+            fx, fy = full.width / img.width, full.height / img.height
+            b = boxes[chosen]
+            scaled = dataclasses.replace(b, x1=b.x1 * fx, y1=b.y1 * fy, x2=b.x2 * fx, y2=b.y2 * fy)
+            region = crop(full, scaled, self.config.crop_pad)
         vector = self.embedder.embed([region])
         t3 = time.perf_counter()
 
@@ -257,9 +278,7 @@ class SearchPipeline:
             "rerank": ms(t4, t5),
             "total": ms(t0, t5),
         }
-        back = [
-            dataclasses.replace(b, x1=b.x1 / sx, y1=b.y1 / sy, x2=b.x2 / sx, y2=b.y2 / sy) for b in boxes
-        ]
+        back = [dataclasses.replace(b, x1=b.x1 / sx, y1=b.y1 / sy, x2=b.x2 / sx, y2=b.y2 / sy) for b in boxes]
         return SearchResult(
             boxes=back,
             chosen=chosen,

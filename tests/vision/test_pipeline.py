@@ -212,16 +212,26 @@ def test_default_rule_keeps_the_whole_image(detector):
     pipe, embedder = _pipeline(detector, SearchConfig())
     # when the detector's only box is doubtful, small or a person
     result = pipe.run(_upload())
-    # then the whole (downscaled) image is searched, and the box is still reported
-    assert result.box.label == "image" and embedder.seen_sizes == [(1024, 512)]
+    # then the whole image, decoded at work_side, is searched, and the box is still reported
+    assert result.box.label == "image" and embedder.seen_sizes == [(512, 256)]
     assert len(result.boxes) == 2
+
+
+def test_a_small_crop_is_cut_from_the_photo_at_full_resolution():
+    # given a rule that takes small boxes (10% of each side of a 2048x1024 upload)
+    config = SearchConfig(box_choice=BoxChoice(min_score=0.3, min_area=0.0), crop_pad=0.0)
+    pipe, embedder = _pipeline(FixedDetector((0.45, 0.45, 0.55, 0.55, 0.99)), config)
+    # when it is chosen
+    result = pipe.run(io.BytesIO(_upload()))
+    # then the crop comes from the 1024-px decode (102x52), not the 512-px one (51x26)
+    assert result.box.label != "image" and embedder.seen_sizes == [(102, 52)]
 
 
 def test_default_rule_crops_a_confident_large_box_with_padding():
     pipe, embedder = _pipeline(FixedDetector((0.2, 0.05, 0.8, 0.95, 0.9)), SearchConfig())
     assert pipe.run(_upload()).box.label == "bottle"
-    # a 614x461 box on the 1024x512 working image, plus 25% a side, clipped at top and bottom
-    assert embedder.seen_sizes == [(922, 512)]
+    # a 307x230 box on the 512x256 working image, plus 25% a side, clipped at top and bottom
+    assert embedder.seen_sizes == [(460, 256)]
 
 
 def test_whole_image_cannot_be_an_ignored_label():
