@@ -130,13 +130,13 @@ def product_images_copy_check(
                 if copy_id not in flagged:
                     j = by_id[copy_id]
                     sims = query @ cand.vectors[j]
-                    plain, mirrored = (int(hamming(h, cand.hashes[j])) for h in (phash, mphash))
-                    by_hash = min(plain, mirrored) <= policy.max_hash_distance
+                    plain_d, mirror_d = (int(hamming(h, cand.hashes[j])) for h in (phash, mphash))
+                    by_hash = min(plain_d, mirror_d) <= policy.max_hash_distance
                     flagged[copy_id] = CopyMatch(
                         original_id=image.pk,
-                        hash_distance=min(plain, mirrored) if by_hash else None,
+                        hash_distance=min(plain_d, mirror_d) if by_hash else None,
                         similarity=float(sims.max()),
-                        mirrored=bool(mirrored < plain) if by_hash else bool(sims[1] > sims[0]),
+                        mirrored=bool(mirror_d < plain_d) if by_hash else bool(sims[1] > sims[0]),
                         by="hash" if by_hash else "embedding",
                     )
     if flagged:
@@ -219,3 +219,44 @@ def image_copy_check(*, data: bytes, merchant_name: str | None, embedder_name: s
         embedder=version.version if version else None,
         thresholds={"max_hash_distance": policy.max_hash_distance, "min_similarity": policy.min_similarity},
     )
+
+
+# --------------------------------------------------------------------------- backfill
+
+
+def product_images_copy_scan(*, batch: int = 32, progress=lambda it: it) -> dict[int, CopyMatch]:
+    """Check every unflagged product image already embedded (a catalog that predates the
+    check, or thresholds just changed), in id order so the earlier image stays the
+    original. Uses the stored vectors; only the mirrored ones are computed. The caller
+    syncs the index afterwards."""
+    from django.db import transaction
+
+    from search.embedding import INFERENCE_BATCH, _load_pixels, embedder_active, embedder_load
+
+    embedder = embedder_active()
+    model = embedder_load(embedder.name)
+    ids = list(
+        ProductImage.objects.filter(copy_status=CopyStatus.NONE, vectors__embedder=embedder)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    flagged: dict[int, CopyMatch] = {}
+    for start in progress(range(0, len(ids), batch)):
+        chunk = ProductImage.objects.filter(pk__in=ids[start : start + batch], copy_status=CopyStatus.NONE)
+        images, pixels = _load_pixels(list(chunk.order_by("pk")))
+        if not images:
+            continue
+        stored = dict(
+            ImageVector.objects.filter(embedder=embedder, product_image__in=images).values_list(
+                "product_image_id", "vector"
+            )
+        )
+        keep = [k for k, img in enumerate(images) if img.pk in stored]
+        images, pixels = [images[k] for k in keep], [pixels[k] for k in keep]
+        vectors = np.stack([np.frombuffer(bytes(stored[img.pk]), dtype=np.float32) for img in images])
+        mirrored = mirror_vectors(embedder=model, pixels=pixels, batch_size=INFERENCE_BATCH)
+        with transaction.atomic():
+            flagged |= product_images_copy_check(
+                embedder=embedder, images=images, pixels=pixels, vectors=vectors, mirrored=mirrored
+            )
+    return flagged

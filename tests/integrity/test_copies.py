@@ -132,3 +132,16 @@ def test_check_image_for_the_owner_or_a_different_photo_is_not_a_copy(original, 
     other.write_bytes(encode(scene(42)))
     call_command("check_image", str(other), "--merchant", "Shop B")
     assert capsys.readouterr().out.startswith("not a copy")
+
+
+def test_copy_scan_flags_copies_that_predate_the_check(original, capsys):
+    # given a crop that got into the index without a check (stored before the feature)
+    copy = add_as("Shop B", encode(t_crop(scene(1), 0.85)))
+    ProductImage.objects.filter(pk=copy.pk).update(copy_status=Status.NONE, copy_of=None)
+    assert copy.pk in indexed_ids()
+    # when staff run the scan
+    call_command("copy_scan")
+    copy.refresh_from_db()
+    assert copy.copy_status == Status.FLAGGED and copy.copy_of_id == original.pk
+    assert copy.pk not in set(live_index(force=True).index.ids().tolist())
+    assert "1 images flagged" in capsys.readouterr().out
