@@ -18,7 +18,7 @@ from django.db.models import F
 
 from catalog.cleaning import CleaningPolicy, review_image_decide
 from catalog.models import ProductImage, ReviewImage
-from search.integrity import mirror_vectors, product_images_copy_check
+from search.integrity import copy_embedder_version, mirror_vectors, product_images_copy_check
 from search.models import EmbedderVersion, ImageVector, faiss_id
 from vision.imageio import ImageError, decode_image
 from vision.similarity import best_view_score
@@ -102,18 +102,24 @@ def product_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion 
     embedder = embedder or embedder_active()
     images, pixels = _load_pixels(list(ProductImage.objects.filter(pk__in=image_ids)))
     if images:
-        model = embedder_load(embedder.name)
-        vectors = model.embed(pixels, batch_size=INFERENCE_BATCH)
+        vectors = embedder_load(embedder.name).embed(pixels, batch_size=INFERENCE_BATCH)
         if not embedder.is_active:
             _store_vectors(embedder=embedder, images=images, vectors=vectors, field="product_image")
             return len(images)
-        # The stolen-image check decides before the vectors are stored, in their
-        # transaction: a copy's vector never reaches the index unflagged (search/integrity.py).
-        mirrored = mirror_vectors(embedder=model, pixels=pixels, batch_size=INFERENCE_BATCH)
+        # The stolen-image check compares vectors of its own embedder (the base one, which
+        # its thresholds belong to) and decides before the search vectors are stored, in
+        # their transaction: a copy's vector never reaches the index unflagged.
+        check = copy_embedder_version()
+        check_model = embedder_load(check.name)
+        check_vectors = vectors if check.pk == embedder.pk else check_model.embed(pixels, batch_size=INFERENCE_BATCH)
+        mirrored = mirror_vectors(embedder=check_model, pixels=pixels, batch_size=INFERENCE_BATCH)
         with transaction.atomic():
+            EmbedderVersion.objects.select_for_update().get(pk=embedder.pk)  # the lock index_sync takes
             product_images_copy_check(
-                embedder=embedder, images=images, pixels=pixels, vectors=vectors, mirrored=mirrored
+                embedder=check, images=images, pixels=pixels, vectors=check_vectors, mirrored=mirrored
             )
+            if check.pk != embedder.pk:
+                _store_vectors(embedder=check, images=images, vectors=check_vectors, field="product_image")
             _store_vectors(embedder=embedder, images=images, vectors=vectors, field="product_image")
     return len(images)
 

@@ -37,6 +37,18 @@ from vision.nearcopy import closest, hamming, hashes_to_uint64, matches, mirror_
 CopyStatus = ProductImage.CopyStatus
 
 
+def copy_embedder_version() -> EmbedderVersion:
+    """The version whose vectors the copy check compares (settings.COPY_EMBEDDER, by
+    default the base VISUALSHOP_EMBEDDER), registered on first use. It is the active one
+    until a fine-tuned version is rolled out; then product images get a vector of each."""
+    from search.embedding import embedder_load
+
+    name = settings.COPY_EMBEDDER or settings.VISUALSHOP_EMBEDDER
+    model = embedder_load(name)
+    row, _ = EmbedderVersion.objects.get_or_create(version=model.version, defaults={"name": name, "dim": model.dim})
+    return row
+
+
 @dataclass
 class _Candidates:
     ids: np.ndarray  # [n] image ids, ascending
@@ -177,7 +189,7 @@ def image_copy_check(*, data: bytes, merchant_name: str | None, embedder_name: s
     policy = copy_policy()
     prepared = image_prepare(source=data, name="check")
     merchant = Merchant.objects.filter(name=merchant_name).first() if merchant_name else None
-    version = EmbedderVersion.objects.filter(is_active=True).first()
+    version = copy_embedder_version() if EmbedderVersion.objects.filter(is_active=True).exists() else None
     query = None
     if version is not None:
         embedder = embedder_load(embedder_name or version.name)
@@ -231,9 +243,9 @@ def product_images_copy_scan(*, batch: int = 32, progress=lambda it: it) -> dict
     syncs the index afterwards."""
     from django.db import transaction
 
-    from search.embedding import INFERENCE_BATCH, _load_pixels, embedder_active, embedder_load
+    from search.embedding import INFERENCE_BATCH, _load_pixels, embedder_load
 
-    embedder = embedder_active()
+    embedder = copy_embedder_version()
     model = embedder_load(embedder.name)
     ids = list(
         ProductImage.objects.filter(copy_status=CopyStatus.NONE, vectors__embedder=embedder)

@@ -170,6 +170,11 @@ REVIEW_SPOT_CHECK_FRACTION = env.float("VISUALSHOP_REVIEW_SPOT_CHECK_FRACTION", 
 # embedder). Calibrated with benchmarks/stolen_images.py (README).
 COPY_MAX_HASH_DISTANCE = env.int("VISUALSHOP_COPY_MAX_HASH_DISTANCE", default=11)
 COPY_MIN_SIMILARITY = env.float("VISUALSHOP_COPY_MIN_SIMILARITY", default=0.82)
+# The embedder the copy check compares with, whatever version serves search: the
+# thresholds belong to it, and a fine-tuned search embedder pulls different photos of one
+# product together, which is the opposite of telling a copy from a new photo.
+# Default: VISUALSHOP_EMBEDDER (the pretrained base).
+COPY_EMBEDDER = env.str("VISUALSHOP_COPY_EMBEDDER", default="")
 
 # Search engine.
 VISUALSHOP_EMBEDDER = env.str("VISUALSHOP_EMBEDDER", default="mobilenet_v2")

@@ -145,3 +145,25 @@ def test_copy_scan_flags_copies_that_predate_the_check(original, capsys):
     assert copy.copy_status == Status.FLAGGED and copy.copy_of_id == original.pk
     assert copy.pk not in set(live_index(force=True).index.ids().tolist())
     assert "1 images flagged" in capsys.readouterr().out
+
+
+def test_after_a_rollout_the_copy_check_still_compares_base_embedder_vectors(original):
+    from search import training
+    from search.embedding import embedder_active
+    from search.integrity import copy_embedder_version
+    from search.models import EmbedderVersion, ImageVector
+    from vision.embed import make_embedder
+
+    base = embedder_active()
+    fine = make_embedder("pixels:16")  # stands in for a fine-tuned version
+    new = EmbedderVersion.objects.create(version=fine.version, name="pixels:16", dim=fine.dim)
+    training.embedder_activate(embedder=new)
+    assert copy_embedder_version() == base
+    # a crop (the hash misses it) from another merchant, while the new version serves
+    copy = add_as("Shop B", encode(t_crop(scene(1), 0.85)))
+    assert copy.copy_status == Status.FLAGGED and copy.copy_of_id == original.pk
+    assert copy.copy_similarity >= 0.9
+    # the image has a vector of each: the search one and the copy check's
+    assert ImageVector.objects.filter(embedder=base, product_image=copy).exists()
+    assert ImageVector.objects.filter(embedder=new, product_image=copy).exists()
+    assert copy.pk not in indexed_ids()

@@ -123,17 +123,18 @@ def test_activate_embeds_everything_builds_the_index_and_switches_then_rolls_bac
     result = pipeline.run(photo(2, 77), k=1)
     assert result.hits[0].product_id == shop[2].pk
 
-    # a product image added while the new version serves: the old one lacks it
-    added, _ = product_image_add(product=shop[0], source=photo(0, 555))
-    assert not ImageVector.objects.filter(embedder=old, product_image=added).exists()
+    # a review photo added while the new version serves: the old one lacks it
+    added, _ = review_image_add(product=shop[0], source=photo(0, 555))
+    assert not ImageVector.objects.filter(embedder=old, review_image=added).exists()
 
     call_command("activate_embedder", old.version)  # roll back
 
     old.refresh_from_db()
     assert old.is_active and EmbedderVersion.objects.filter(is_active=True).count() == 1
-    assert ImageVector.objects.filter(embedder=old, product_image=added).exists()
+    assert ImageVector.objects.filter(embedder=old, review_image=added).exists()
     _, live = search_pipeline()
-    assert live.embedder.pk == old.pk and live.index.ntotal == 5 + 24
+    added.refresh_from_db()
+    assert live.embedder.pk == old.pk and live.index.ntotal == 4 + 24 + (added.status == "accepted")
 
 
 def test_activate_refuses_an_unknown_version_and_lists_versions(shop, capsys):
