@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--backbone-lr", type=float, default=1e-4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--no-eval", action="store_true", help="training speed only: skip the recall measurements")
+    ap.add_argument("--limit", type=int, help="train on this many review photos (evenly spread): speed runs")
     ap.add_argument("--save", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -57,6 +58,8 @@ def main() -> None:
     catalog = [Photo(str(p), labels[k], "catalog") for p, k in folder.catalog]
     reviews = [(Photo(str(p), labels[k], "review"), held_out(p)) for p, k in folder.reviews]
     train_reviews = [p for p, h in reviews if not h]
+    if args.limit:
+        train_reviews = train_reviews[:: max(1, len(train_reviews) // args.limit)][: args.limit]
     test = [p for p, h in reviews if h]
     print(f"{len(catalog)} catalog, {len(train_reviews)} training reviews, {len(test)} held out", flush=True)
 
