@@ -34,6 +34,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mining", default="batch_hard")
     ap.add_argument("--margin", type=float, default=0.2)
+    ap.add_argument("--batchnorm", default="frozen")
+    ap.add_argument(
+        "--split",
+        choices=("hash", "block"),
+        default="hash",
+        help="hash: the platform's held-out tenth; block: the last 15%% of each product's photos in file "
+        "order (photos taken in a row look alike, so this is closer to a new shopper's photo)",
+    )
     ap.add_argument("--backbone-lr", type=float, default=1e-4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--no-eval", action="store_true", help="training speed only: skip the recall measurements")
@@ -56,7 +64,17 @@ def main() -> None:
         return is_held_out(hashlib.sha256(path.read_bytes()).hexdigest())
 
     catalog = [Photo(str(p), labels[k], "catalog") for p, k in folder.catalog]
-    reviews = [(Photo(str(p), labels[k], "review"), held_out(p)) for p, k in folder.reviews]
+    if args.split == "hash":
+        reviews = [(Photo(str(p), labels[k], "review"), held_out(p)) for p, k in folder.reviews]
+    else:
+        by_product: dict[str, list[Path]] = {}
+        for p, k in folder.reviews:
+            by_product.setdefault(k, []).append(p)
+        reviews = []
+        for k, paths in by_product.items():
+            paths = sorted(paths)
+            cut = len(paths) - max(1, round(0.15 * len(paths)))
+            reviews += [(Photo(str(p), labels[k], "review"), i >= cut) for i, p in enumerate(paths)]
     train_reviews = [p for p, h in reviews if not h]
     if args.limit:
         train_reviews = train_reviews[:: max(1, len(train_reviews) // args.limit)][: args.limit]
@@ -85,6 +103,7 @@ def main() -> None:
         margin=args.margin,
         backbone_lr=args.backbone_lr,
         lr=args.lr,
+        batchnorm=args.batchnorm,
     )
     last = [0.0]
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -116,13 +117,12 @@ def embedder_train(*, config: TrainConfig | None = None, progress: Progress | No
             "hard_negative_groups": len(hard),
             "skipped": len(result.skipped),
         },
-        "args": {**vars(config)},
+        "args": asdict(config),
         "loss_history": result.loss_history,
     }
     row, _ = EmbedderVersion.objects.update_or_create(
         version=version, defaults={"name": str(path), "dim": result.embedder.dim, "metrics": metrics}
     )
-    embedding.embedder_load.cache_clear()  # a process keeps at most what it serves
     return row
 
 

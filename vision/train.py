@@ -93,6 +93,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     margin: float = 0.2
     mining: str = "batch_hard"  # or "semi_hard"
+    batchnorm: str = "frozen"  # "frozen": pretrained statistics; "train": batch statistics while training
     catalog_share: float = 0.5  # chance that a class in a batch brings one of its catalog images
     hard_negative_share: float = 0.25  # share of batches seeded from logged hard negatives
     seed: int = 0
@@ -100,6 +101,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mining not in ("batch_hard", "semi_hard"):
             raise ValueError("mining must be batch_hard or semi_hard")
+        if self.batchnorm not in ("frozen", "train"):
+            raise ValueError("batchnorm must be frozen or train")
         if self.classes_per_batch < 2 or self.per_class < 2:
             raise ValueError("a batch needs at least 2 classes of at least 2 photos")
         if self.steps < 1 or self.views < 1 or self.head_dim < 1:
@@ -307,7 +310,9 @@ def train(
     kept_photos = [photos[i] for i in kept]
     sampler = BatchSampler([p.label for p in kept_photos], [p.kind for p in kept_photos], hard_negatives, cfg)
 
-    trained.eval()  # BatchNorm keeps its statistics; gradients still flow
+    # Frozen: BatchNorm keeps its pretrained statistics (gradients still flow); train:
+    # batch statistics, and running averages updated for inference.
+    trained.train(cfg.batchnorm == "train")
     params = [
         {"params": [p for p in trained.parameters()], "lr": cfg.backbone_lr},
         {"params": list(head.parameters()), "lr": cfg.lr},
@@ -346,6 +351,7 @@ def train(
     t_train = time.perf_counter() - t1
 
     head.eval()
+    trained.eval()
     embedder = TorchvisionEmbedder(
         cfg.arch,
         projection=head,

@@ -66,6 +66,8 @@ def test_config_refuses_nonsense():
         TrainConfig(mining="random")
     with pytest.raises(ValueError):
         TrainConfig(per_class=1)
+    with pytest.raises(ValueError):
+        TrainConfig(batchnorm="sometimes")
 
 
 def test_split_backbone_keeps_the_full_network():
