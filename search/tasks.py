@@ -43,8 +43,8 @@ def query_photos_purge_task() -> int:
 
 
 # Not acks_late: a training run outlasts the broker's visibility timeout, and a redelivered
-# run would train again. A run that dies is retried by the next schedule; what it stored
-# (the version, its vectors) is reused.
+# run would train again. A run that dies is retried by the next schedule; a version it
+# registered stays inactive, and `activate_embedder VERSION` can still finish its rollout.
 @shared_task(acks_late=False)
 def embedder_learn_task() -> dict:
     from search.training import embedder_learn
