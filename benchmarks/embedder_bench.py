@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--folder", type=Path, default=_platform.SHARED)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation")
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--views", type=int, help="cached crops per photo; 0: a fresh crop at every step")
     ap.add_argument("--detector", default=None, help="search detector for the evaluation (default: the platform's)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -63,7 +64,8 @@ def main() -> None:
     pretrained = embedder_active()
     print(f"imported and embedded {embedded} photos in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    config = TrainConfig(**({"steps": args.steps} if args.steps else {}))
+    overrides = {"steps": args.steps, "views": args.views}
+    config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     t1 = time.perf_counter()
     outcome = training.embedder_learn(config=config, activate=True, progress=progress)
     learn_seconds = time.perf_counter() - t1

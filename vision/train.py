@@ -14,7 +14,8 @@ Why a step is cheap on a CPU: the first ``train_from`` blocks of the backbone st
 so each photo is decoded once, cut into ``views`` augmented crops (view 0 is the plain
 evaluation crop), and passed through the frozen blocks once. Training then runs only the
 last blocks and the projection head, on those cached activations (fp16, in memory).
-BatchNorm layers keep their pretrained statistics.
+``views=0`` trades that speed for variety: every step draws a fresh crop of each photo
+(decoded once, kept in memory) and runs the frozen blocks on it, as MODELS.md's recipe does.
 
 The result is a checkpoint (vision.embed.save_checkpoint) that carries the training
 arguments, the loss history and the timings; :func:`vision.embed.make_embedder` loads it.
@@ -87,7 +88,7 @@ class TrainConfig:
     steps: int = 600
     classes_per_batch: int = 16
     per_class: int = 4
-    views: int = 8  # augmented crops cached per photo
+    views: int = 8  # augmented crops cached per photo; 0: a fresh crop at every step
     lr: float = 1e-3  # the head
     backbone_lr: float = 1e-4  # the trained backbone blocks
     weight_decay: float = 1e-4
@@ -105,8 +106,8 @@ class TrainConfig:
             raise ValueError("batchnorm must be frozen or train")
         if self.classes_per_batch < 2 or self.per_class < 2:
             raise ValueError("a batch needs at least 2 classes of at least 2 photos")
-        if self.steps < 1 or self.views < 1 or self.head_dim < 1:
-            raise ValueError("steps, views and head_dim must be positive")
+        if self.steps < 1 or self.views < 0 or self.head_dim < 1:
+            raise ValueError("steps and head_dim must be positive, views not negative")
 
     @property
     def batch_size(self) -> int:
@@ -165,6 +166,35 @@ def split_backbone(backbone: nn.Module, train_from: int) -> tuple[nn.Module, nn.
     return frozen, trained
 
 
+def _frozen_runner(frozen: nn.Module, preprocess: Preprocess) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The frozen blocks traced and frozen for oneDNN: ~5x faster than eager here. Their
+    activations are not normalised, so the drift allowed is relative to their scale."""
+    return optimize_for_inference(frozen, preprocess.size, tolerance=1e-3) if len(frozen) else frozen
+
+
+def _skipped_name(photo: Photo, i: int) -> str:
+    return str(photo.source)[:200] if not isinstance(photo.source, bytes) else f"<bytes #{i}>"
+
+
+def _decode_all(
+    photos: Sequence[Photo], preprocess: Preprocess, progress: Progress | None
+) -> tuple[list[Image.Image], list[int], list[str]]:
+    """Every photo decoded once at the augmentation's starting size (short side ``resize``)."""
+    resize = T.Resize(preprocess.resize, antialias=True)
+    images, kept, skipped = [], [], []
+    for i, photo in enumerate(photos):
+        try:
+            images.append(resize(decode_image(photo.source, max_side=DECODE_MAX_SIDE)[0]))
+            kept.append(i)
+        except (ImageError, OSError):
+            skipped.append(_skipped_name(photo, i))
+        if progress:
+            progress("decode", i + 1, len(photos))
+    if not kept:
+        raise ValueError("no photo could be decoded")
+    return images, kept, skipped
+
+
 def _cache_views(
     photos: Sequence[Photo], frozen: nn.Module, preprocess: Preprocess, cfg: TrainConfig, progress: Progress | None
 ) -> tuple[torch.Tensor, list[int], list[str]]:
@@ -175,9 +205,7 @@ def _cache_views(
     """
     rng_state = torch.random.get_rng_state()
     torch.manual_seed(cfg.seed)
-    # Traced and frozen for oneDNN: ~5x faster than eager here. Its activations are not
-    # normalised, so the drift allowed is relative to their scale (~1e-5 of values ~10).
-    run_frozen = optimize_for_inference(frozen, preprocess.size, tolerance=1e-3) if len(frozen) else frozen
+    run_frozen = _frozen_runner(frozen, preprocess)
     plain, augment, to_tensor = preprocess.geometry_transform(), augmentation(preprocess), preprocess.tensor_transform()
     chunks: list[torch.Tensor] = []
     kept: list[int] = []
@@ -195,7 +223,7 @@ def _cache_views(
             try:
                 img, _ = decode_image(photo.source, max_side=DECODE_MAX_SIDE)
             except (ImageError, OSError):
-                skipped.append(str(photo.source)[:200] if not isinstance(photo.source, bytes) else f"<bytes #{i}>")
+                skipped.append(_skipped_name(photo, i))
                 continue
             kept.append(i)
             batch.append(to_tensor(plain(img)))
@@ -247,7 +275,7 @@ class BatchSampler:
     def batch(self) -> tuple[list[int], list[int]]:
         """(rows into the activation cache, labels)."""
         rows, labels = [], []
-        m, views = self.cfg.per_class, self.cfg.views
+        m, views = self.cfg.per_class, max(1, self.cfg.views)
         for c in self._classes():
             pool = self.by_class[c]
             photos = self.rng.sample(pool, m) if len(pool) >= m else [self.rng.choice(pool) for _ in range(m)]
@@ -305,7 +333,20 @@ def train(
     frozen.eval().requires_grad_(False)
 
     t0 = time.perf_counter()
-    cache, kept, skipped = _cache_views(photos, frozen, preprocess, cfg, progress)
+    if cfg.views:
+        cache, kept, skipped = _cache_views(photos, frozen, preprocess, cfg, progress)
+
+        def inputs(rows: list[int]) -> torch.Tensor:
+            return cache[rows].float()
+    else:
+        images, kept, skipped = _decode_all(photos, preprocess, progress)
+        run_frozen = _frozen_runner(frozen, preprocess)
+        augment, to_tensor = augmentation(preprocess), preprocess.tensor_transform()
+
+        def inputs(rows: list[int]) -> torch.Tensor:
+            with torch.no_grad():
+                return run_frozen(torch.stack([to_tensor(augment(images[r])) for r in rows]))
+
     t_cache = time.perf_counter() - t0
     kept_photos = [photos[i] for i in kept]
     sampler = BatchSampler([p.label for p in kept_photos], [p.kind for p in kept_photos], hard_negatives, cfg)
@@ -334,7 +375,7 @@ def train(
     t1 = time.perf_counter()
     for step in range(1, cfg.steps + 1):
         rows, labels = sampler.batch()
-        x = cache[rows].float()
+        x = inputs(rows)
         y = torch.tensor(labels)
         emb = nn.functional.normalize(head(trained(x)), dim=1)
         loss = loss_fn(emb, y, miner(emb, y))

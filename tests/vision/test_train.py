@@ -125,3 +125,13 @@ def test_undecodable_photos_are_skipped_not_fatal():
     cfg = TrainConfig(steps=2, classes_per_batch=2, per_class=2, views=1, head_dim=8)
     result = train(photos, config=cfg, pretrained_weights=None)
     assert result.photos == 3 and result.skipped == ["<bytes #0>"]
+
+
+def test_fresh_crops_at_every_step_train_without_a_cache():
+    photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(3) for j in range(3)] + [Photo(b"broken", 0)]
+    cfg = TrainConfig(steps=3, classes_per_batch=2, per_class=2, views=0, head_dim=8)
+    result = train(photos, config=cfg, pretrained_weights=None)
+    assert result.photos == 9 and len(result.skipped) == 1
+    assert [step for step, _ in result.loss_history] == [1, 2, 3]
+    with pytest.raises(ValueError):
+        TrainConfig(views=-1)
