@@ -90,9 +90,11 @@ def test_a_broken_model_falls_back_to_visual_order(synthetic_logs, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_rerank_of_50_candidates_takes_a_few_milliseconds(synthetic_logs, settings):
-    import time
-
+def test_a_warm_rerank_of_50_candidates_reads_the_database_once(
+    synthetic_logs, settings, django_assert_max_num_queries
+):
+    # What keeps reranking at 1-2 ms (benchmarks/ranking_bench.py measures it): the model,
+    # product facts and statistics are cached; per search only the shopper's clicks are read.
     settings.RANKER_RELOAD_SECONDS = 60
     settings.RANKER_STATS_SECONDS = 60
     ranker_make_live(ranker=ranker_train(kind="gbdt_lr", activate="never"))
@@ -100,12 +102,9 @@ def test_rerank_of_50_candidates_takes_a_few_milliseconds(synthetic_logs, settin
     cands = [Ranked(p.pk, 0.9 - i * 0.01) for i, p in enumerate(synthetic_logs + more)]
     ctx = RerankContext(label="bottle", user_id=None, session_key="s1", k=12)
     ranker_rerank(cands, ctx)
-    times = []
-    for _ in range(20):
-        t = time.perf_counter()
-        ranker_rerank(cands, ctx)
-        times.append(time.perf_counter() - t)
-    assert np.median(times) < 0.015  # ~1-2 ms measured; generous for a busy CI machine
+    with django_assert_max_num_queries(1):
+        ranking = ranker_rerank(cands, ctx)
+    assert ranking.version and sorted(c.product_id for c in ranking.ranked) == sorted(c.product_id for c in cands)
 
 
 @pytest.mark.django_db(transaction=True)
