@@ -161,15 +161,20 @@ def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion |
         policy = cleaning_policy(embedder=embedder)
         views = product_views(embedder=embedder, product_ids={r.product_id for r in reviews})
         for review, vec in zip(reviews, vectors):
-            score = None  # nothing to compare with: staff decide
-            if review.product_id in views:
-                own_vecs, own_ids = views[review.product_id]
-                best = best_view_score(
-                    vec[None, :], own_vecs, query_ids=np.array([faiss_id(None, review.pk)]), view_ids=own_ids
-                )[0]
-                score = float(best) if best > -1 else None
+            score = review_score(vector=vec, review_id=review.pk, views=views.get(review.product_id))
             review_image_decide(review=review, score=score, policy=policy)
     return len(reviews)
+
+
+def review_score(*, vector: np.ndarray, review_id: int, views: tuple[np.ndarray, np.ndarray] | None) -> float | None:
+    """A review photo's best similarity to its product's views (product_views), itself
+    left out; None when there is nothing to compare with (staff decide then)."""
+    if views is None:
+        return None
+    own_vecs, own_ids = views
+    query_ids = np.array([faiss_id(None, review_id)])
+    best = best_view_score(vector[None, :], own_vecs, query_ids=query_ids, view_ids=own_ids)[0]
+    return float(best) if best > -1 else None
 
 
 def cleaning_policy(*, embedder: EmbedderVersion) -> CleaningPolicy:

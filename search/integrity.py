@@ -32,7 +32,7 @@ from catalog.integrity import (
 from catalog.models import Merchant, ProductImage
 from search.models import EmbedderVersion, ImageVector
 from vision.imageio import decode_image
-from vision.nearcopy import closest, hamming, hashes_to_uint64, matches, mirror_phash_hex
+from vision.nearcopy import closest, hashes_to_uint64, matches, mirror_phash_hex
 
 CopyStatus = ProductImage.CopyStatus
 
@@ -140,17 +140,16 @@ def product_images_copy_check(
             )
             for copy_id in cand.ids[later][hit].tolist():
                 if copy_id not in flagged:
+                    # The same decision as above, with this image as the one candidate.
                     j = by_id[copy_id]
-                    sims = query @ cand.vectors[j]
-                    plain_d, mirror_d = (int(hamming(h, cand.hashes[j])) for h in (phash, mphash))
-                    by_hash = min(plain_d, mirror_d) <= policy.max_hash_distance
-                    flagged[copy_id] = CopyMatch(
-                        original_id=image.pk,
-                        hash_distance=min(plain_d, mirror_d) if by_hash else None,
-                        similarity=float(sims.max()),
-                        mirrored=bool(mirror_d < plain_d) if by_hash else bool(sims[1] > sims[0]),
-                        by="hash" if by_hash else "embedding",
+                    evidence = closest(
+                        phash=phash,
+                        mirror_phash=mphash,
+                        vectors=query,
+                        candidate_hashes=cand.hashes[j : j + 1],
+                        candidate_vectors=cand.vectors[j : j + 1],
                     )
+                    flagged[copy_id] = copy_match_from_evidence(evidence, ids=np.array([image.pk]), policy=policy)
     if flagged:
         for copy in ProductImage.objects.filter(pk__in=list(flagged)).select_related("product"):
             product_image_flag(image=copy, match=flagged[copy.pk])

@@ -26,7 +26,6 @@ from django.db.models import Count, Q
 from catalog.models import ProductImage, ReviewImage
 from search import embedding
 from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector, SearchQuery, faiss_id
-from vision.similarity import best_view_score
 from vision.train import HardNegatives, Photo, TrainConfig, is_held_out, recall_at
 
 logger = logging.getLogger(__name__)
@@ -216,18 +215,12 @@ def cleaning_thresholds(*, embedder: EmbedderVersion, reference: EmbedderVersion
         "review_image_id", "product_id", "vector", "review_image__score"
     )
     for review_id, product_id, vector, old_score in rows:
-        if product_id not in views:
-            continue
-        own_vecs, own_ids = views[product_id]
-        best = best_view_score(
-            np.frombuffer(bytes(vector), np.float32)[None, :],
-            own_vecs,
-            query_ids=np.array([faiss_id(None, review_id)]),
-            view_ids=own_ids,
-        )[0]
-        if best > -1:
+        score = embedding.review_score(
+            vector=np.frombuffer(bytes(vector), np.float32), review_id=review_id, views=views.get(product_id)
+        )
+        if score is not None:
             old.append(old_score)
-            new.append(float(best))
+            new.append(score)
     if len(old) < 20:
         return {"accept_at": old_accept, "reject_below": old_reject, "scored": len(old)}
     old_a, new_a = np.asarray(old), np.asarray(new)

@@ -88,7 +88,7 @@ class TrainConfig:
     steps: int = 600
     classes_per_batch: int = 16
     per_class: int = 4
-    # 0: a fresh augmented crop of each photo at every step (MODELS.md's recipe, ~2x slower
+    # 0: a fresh augmented crop of each photo at every step (MODELS.md's recipe, ~4x slower
     # on a CPU); N: N crops per photo cut and run through the frozen blocks once, cached.
     views: int = 0
     lr: float = 1e-3  # the head
@@ -305,33 +305,22 @@ def train(
     hard_negatives: Sequence[HardNegatives] = (),
     config: TrainConfig | None = None,
     *,
-    start: TorchvisionEmbedder | None = None,
     pretrained_weights: str | None = "auto",
     progress: Progress | None = None,
 ) -> TrainResult:
     """Fine-tune an embedder on labelled photos; returns it with its history and timings.
 
-    ``start`` continues from an embedder (its backbone and head); otherwise the backbone
-    starts from torchvision's pretrained weights (``pretrained_weights=None``: random,
-    for tests) and the head from a seeded random projection.
+    The backbone starts from torchvision's pretrained weights (``pretrained_weights=None``:
+    random, for tests) and the head from a seeded random projection.
     """
     cfg = config or TrainConfig()
     torch.manual_seed(cfg.seed)
-    if start is not None:
-        backbone, preprocess = start.net.backbone, start.preprocess
-        head = start.net.head
-        weights_name = start.weights_name
-        import copy
-
-        backbone, head = copy.deepcopy(backbone), copy.deepcopy(head)
-    else:
-        backbone, weights_name = build_backbone(cfg.arch, weights=pretrained_weights, seed=cfg.seed)
-        preprocess, head = Preprocess(), None
+    backbone, weights_name = build_backbone(cfg.arch, weights=pretrained_weights, seed=cfg.seed)
+    preprocess = Preprocess()
     frozen, trained = split_backbone(backbone, cfg.train_from)
-    if head is None:
-        with torch.no_grad():
-            dim = trained(frozen(torch.zeros(1, 3, preprocess.size, preprocess.size))).shape[1]
-        head = ProjectionHead(int(dim), cfg.head_dim)
+    with torch.no_grad():
+        dim = trained(frozen(torch.zeros(1, 3, preprocess.size, preprocess.size))).shape[1]
+    head = ProjectionHead(int(dim), cfg.head_dim)
     frozen.eval().requires_grad_(False)
 
     t0 = time.perf_counter()
