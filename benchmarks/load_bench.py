@@ -57,6 +57,28 @@ def upload_bytes(path: Path) -> bytes:
     return out.getvalue()
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the web workers, PostgreSQL and this client, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {"web": 0.0, "database": 0.0, "client": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        kind = (
+            "client" if pid == os.getpid()
+            else "web" if b"gunicorn" in cmdline
+            else "database" if b"postgres" in cmdline
+            else None
+        )  # fmt: skip
+        if kind:
+            used[kind] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return used
+
+
 def post(url: str, photo: bytes, timeout: float = 30) -> int:
     boundary = uuid.uuid4().hex
     body = (
@@ -132,12 +154,13 @@ def main() -> None:
                     statuses.append(status)
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        t0 = time.monotonic()
+        cpu_before, t0 = cpu_seconds(), time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.monotonic() - t0
+        cpu_after = cpu_seconds()
         errors = sum(1 for s in statuses if s != 200)
         report = {
             "workers": args.workers,
@@ -148,6 +171,10 @@ def main() -> None:
             "errors": errors,
             "throughput_rps": round(len(statuses) / elapsed, 2),
             **{f"p{p}_ms": round(float(np.percentile(latencies, p)), 1) for p in (50, 95, 99)},
+            # Where the two cores went: CPU milliseconds per request, by process kind.
+            "cpu_ms_per_request": {
+                k: round((cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(statuses)), 1) for k in cpu_after
+            },
         }
         print(json.dumps(report, indent=2))
         if args.json:

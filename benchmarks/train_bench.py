@@ -28,7 +28,9 @@ from benchmarks._platform import SHARED  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, default=SHARED)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=600, help="0: the warmed-up head alone")
+    ap.add_argument("--head-warmup-steps", type=int, default=1000)
+    ap.add_argument("--head-warmup-lr", type=float, default=1e-2)
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--train-from", type=int, default=14)
     ap.add_argument("--threads", type=int, default=1)
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--backbone-lr", type=float, default=1e-4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--no-eval", action="store_true", help="training speed only: skip the recall measurements")
+    ap.add_argument("--no-pretrained", action="store_true", help="skip measuring the pretrained embedder")
     ap.add_argument("--limit", type=int, help="train on this many review photos (evenly spread): speed runs")
     ap.add_argument("--save", type=Path)
     ap.add_argument("--json", type=Path)
@@ -92,11 +95,13 @@ def main() -> None:
         }
 
     report: dict = {"threads": args.threads}
-    if not args.no_eval:
+    if not (args.no_eval or args.no_pretrained):
         report["pretrained"] = measure(make_embedder("mobilenet_v2"))
         print("pretrained", json.dumps(report["pretrained"]), flush=True)
     cfg = TrainConfig(
         steps=args.steps,
+        head_warmup_steps=args.head_warmup_steps,
+        head_warmup_lr=args.head_warmup_lr,
         views=args.views,
         train_from=args.train_from,
         mining=args.mining,

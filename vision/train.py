@@ -17,6 +17,10 @@ last blocks and the projection head, on those cached activations (fp16, in memor
 ``views=0`` trades that speed for variety: every step draws a fresh crop of each photo
 (decoded once, kept in memory) and runs the frozen blocks on it, as MODELS.md's recipe does.
 
+Before the blocks train, the head is warmed up alone on pooled features of the frozen
+network (linear probing, then fine-tuning: the blocks start from a head that already
+separates the products, so their first gradients do not undo the pretrained features).
+
 The result is a checkpoint (vision.embed.save_checkpoint) that carries the training
 arguments, the loss history and the timings; :func:`vision.embed.make_embedder` loads it.
 """
@@ -85,7 +89,13 @@ class TrainConfig:
     arch: str = DEFAULT_ARCH
     train_from: int = 14  # backbone.features[train_from:] and the head are trained
     head_dim: int = 256
-    steps: int = 600
+    # First the head alone, on pooled features of the frozen network ("linear probing"),
+    # then the blocks with that head (MODELS.md's recipe): a random head's first gradients
+    # would pull the pretrained blocks towards an arbitrary projection.
+    head_warmup_steps: int = 1000
+    head_warmup_views: int = 4  # pooled features per photo: the plain crop and augmented ones
+    head_warmup_lr: float = 1e-2
+    steps: int = 600  # 0: the warmed-up head alone
     classes_per_batch: int = 16
     per_class: int = 4
     # 0: a fresh augmented crop of each photo at every step (MODELS.md's recipe, ~4x slower
@@ -108,8 +118,12 @@ class TrainConfig:
             raise ValueError("batchnorm must be frozen or train")
         if self.classes_per_batch < 2 or self.per_class < 2:
             raise ValueError("a batch needs at least 2 classes of at least 2 photos")
-        if self.steps < 1 or self.views < 0 or self.head_dim < 1:
-            raise ValueError("steps and head_dim must be positive, views not negative")
+        if self.steps < 0 or self.views < 0 or self.head_dim < 1 or self.head_warmup_steps < 0:
+            raise ValueError("head_dim must be positive; steps, views and head_warmup_steps not negative")
+        if self.steps + self.head_warmup_steps == 0:
+            raise ValueError("nothing to train: steps and head_warmup_steps are both 0")
+        if self.head_warmup_views < 1:
+            raise ValueError("head_warmup_views must be at least 1")
 
     @property
     def batch_size(self) -> int:
@@ -300,6 +314,63 @@ def _loss_and_miner(cfg: TrainConfig):
     return loss, miner
 
 
+def _pooled_views(
+    inputs: Callable[[list[int]], torch.Tensor],
+    trained: nn.Module,
+    n_photos: int,
+    cfg: TrainConfig,
+    progress: Progress | None,
+) -> torch.Tensor:
+    """[head_warmup_views, n_photos, dim] pooled features: with cached crops, view k of each
+    photo (view 0 is the plain crop); otherwise a fresh augmented crop per pass."""
+    per_row = max(1, cfg.views)
+    passes = []
+    with torch.no_grad():
+        for v in range(cfg.head_warmup_views):
+            rows = [i * per_row + v % per_row for i in range(n_photos)]
+            passes.append(torch.cat([trained(inputs(rows[j : j + 64])) for j in range(0, n_photos, 64)]))
+            if progress:
+                progress("pool", v + 1, cfg.head_warmup_views)
+    return torch.stack(passes)
+
+
+def _optimise(
+    forward: Callable[[list[int]], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    steps: int,
+    sampler: BatchSampler,
+    loss_fn: Callable,
+    miner: Callable,
+    stage: str,
+    progress: Progress | None,
+) -> list[tuple[int, float]]:
+    """``steps`` triplet-loss steps on the sampler's batches, the learning rate warmed up
+    over the first 5% and then cosine-annealed; returns (step, mean loss) every ~1/30."""
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    history: list[tuple[int, float]] = []
+    window: list[float] = []
+    every = max(1, steps // 30)
+    for step in range(1, steps + 1):
+        rows, labels = sampler.batch()
+        y = torch.tensor(labels)
+        emb = nn.functional.normalize(forward(rows), dim=1)
+        loss = loss_fn(emb, y, miner(emb, y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        window.append(float(loss.detach()))
+        if step % every == 0 or step == steps:
+            history.append((step, round(float(np.mean(window)), 5)))
+            window.clear()
+        if progress:
+            progress(stage, step, steps)
+    return history
+
+
 def train(
     photos: Sequence[Photo],
     hard_negatives: Sequence[HardNegatives] = (),
@@ -342,45 +413,44 @@ def train(
     kept_photos = [photos[i] for i in kept]
     sampler = BatchSampler([p.label for p in kept_photos], [p.kind for p in kept_photos], hard_negatives, cfg)
 
-    # Frozen: BatchNorm keeps its pretrained statistics (gradients still flow); train:
-    # batch statistics, and running averages updated for inference.
-    trained.train(cfg.batchnorm == "train")
-    params = [
-        {"params": [p for p in trained.parameters()], "lr": cfg.backbone_lr},
-        {"params": list(head.parameters()), "lr": cfg.lr},
-    ]
-    for p in trained.parameters():
-        p.requires_grad_(True)
-    head.train()
-    opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
-    warmup = max(1, cfg.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)),
-    )
     loss_fn, miner = _loss_and_miner(cfg)
 
-    history: list[tuple[int, float]] = []
-    window: list[float] = []
-    every = max(1, cfg.steps // 30)
     t1 = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
-        rows, labels = sampler.batch()
-        x = inputs(rows)
-        y = torch.tensor(labels)
-        emb = nn.functional.normalize(head(trained(x)), dim=1)
-        loss = loss_fn(emb, y, miner(emb, y))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        window.append(float(loss.detach()))
-        if step % every == 0 or step == cfg.steps:
-            history.append((step, round(float(np.mean(window)), 5)))
-            window.clear()
-        if progress:
-            progress("train", step, cfg.steps)
-    t_train = time.perf_counter() - t1
+    warmup_history: list[tuple[int, float]] = []
+    if cfg.head_warmup_steps:
+        # Pooled features of each photo under a few crops; each step shows every photo of
+        # the batch as one of them. Only the head's gradients exist, so a step takes ~1 ms.
+        trained.eval()
+        pooled = _pooled_views(inputs, trained, len(kept_photos), cfg, progress)
+        pick = random.Random(cfg.seed + 1)
+        per_row = max(1, cfg.views)
+
+        def probe(rows: list[int]) -> torch.Tensor:
+            return head(pooled[[pick.randrange(len(pooled)) for _ in rows], [r // per_row for r in rows]])
+
+        head.train()
+        opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_warmup_lr, weight_decay=cfg.weight_decay)
+        warmup_history = _optimise(probe, opt, cfg.head_warmup_steps, sampler, loss_fn, miner, "head", progress)
+    t_warmup = time.perf_counter() - t1
+
+    history: list[tuple[int, float]] = []
+    t2 = time.perf_counter()
+    if cfg.steps:
+        # Frozen: BatchNorm keeps its pretrained statistics (gradients still flow); train:
+        # batch statistics, and running averages updated for inference.
+        trained.train(cfg.batchnorm == "train")
+        for p in trained.parameters():
+            p.requires_grad_(True)
+        head.train()
+        params = [
+            {"params": list(trained.parameters()), "lr": cfg.backbone_lr},
+            {"params": list(head.parameters()), "lr": cfg.lr},
+        ]
+        opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+        history = _optimise(
+            lambda rows: head(trained(inputs(rows))), opt, cfg.steps, sampler, loss_fn, miner, "train", progress
+        )
+    t_train = time.perf_counter() - t2
 
     head.eval()
     trained.eval()
@@ -393,16 +463,19 @@ def train(
     )
     embedder.weights_name = weights_name
     steps_per_epoch = len(kept_photos) / cfg.batch_size
-    timings = {
+    timings: dict[str, Any] = {
         "threads": torch.get_num_threads(),
         "cache_seconds": round(t_cache, 2),
+        "head_warmup_seconds": round(t_warmup, 2),
+        "head_warmup_loss": warmup_history[-1][1] if warmup_history else None,
         "train_seconds": round(t_train, 2),
-        "seconds_per_step": round(t_train / cfg.steps, 4),
-        # An epoch: as many photos as the training set holds, drawn in batches.
-        "seconds_per_epoch": round(t_train / cfg.steps * steps_per_epoch, 2),
         "epochs": round(cfg.steps / steps_per_epoch, 2),
     }
-    return TrainResult(embedder, cfg, len(kept_photos), skipped, history, timings)
+    if cfg.steps:
+        timings["seconds_per_step"] = round(t_train / cfg.steps, 4)
+        # An epoch: as many photos as the training set holds, drawn in batches.
+        timings["seconds_per_epoch"] = round(t_train / cfg.steps * steps_per_epoch, 2)
+    return TrainResult(embedder, cfg, len(kept_photos), skipped, history or warmup_history, timings)
 
 
 def recall_at(

@@ -176,14 +176,15 @@ def test_train_embedder_trains_embeds_evaluates_and_rolls_out(shop, settings, ca
 
     call_command(
         "train_embedder", "--steps", "20", "--views", "2", "--classes-per-batch", "4", "--per-class", "3",
-        "--head-dim", "32", "--activate",
+        "--head-dim", "32", "--head-warmup-steps", "30", "--activate",
     )  # fmt: skip
 
     out = capsys.readouterr().out
     trained = EmbedderVersion.objects.exclude(pk=active.pk).get()
     assert Path(trained.name).is_file() and Path(trained.name).parent == training.checkpoint_dir()
     assert trained.metrics["training"]["photos"]["catalog"] == 4
-    assert trained.metrics["args"]["steps"] == 20
+    assert trained.metrics["args"]["steps"] == 20 and trained.metrics["args"]["head_warmup_steps"] == 30
+    assert trained.metrics["training"]["head_warmup_loss"] is not None
     assert training.backfill_missing(embedder=trained) == 0
     if "activated" in out.splitlines()[-1]:
         assert EmbedderVersion.objects.get(is_active=True) == trained

@@ -98,7 +98,9 @@ def _pattern(label: int, seed: int) -> bytes:
 def test_fine_tuning_lowers_the_loss_trains_only_the_last_blocks_and_round_trips(tmp_path):
     torch.set_num_threads(1)
     photos = [Photo(_pattern(c, 100 * c + j), c, "catalog" if j == 0 else "review") for c in range(4) for j in range(4)]
-    cfg = TrainConfig(steps=30, classes_per_batch=4, per_class=3, views=2, head_dim=32, lr=3e-3, seed=1)
+    cfg = TrainConfig(
+        steps=30, head_warmup_steps=0, classes_per_batch=4, per_class=3, views=2, head_dim=32, lr=3e-3, seed=1
+    )  # no warm-up: the head alone would already separate these patterns
     before = make_embedder("mobilenet_v2")
     result = train(photos, config=cfg)
     assert result.photos == 16 and not result.skipped
@@ -122,16 +124,36 @@ def test_fine_tuning_lowers_the_loss_trains_only_the_last_blocks_and_round_trips
 
 def test_undecodable_photos_are_skipped_not_fatal():
     photos = [Photo(b"not an image", 0), Photo(_pattern(0, 1), 0), Photo(_pattern(1, 2), 1), Photo(_pattern(1, 3), 1)]
-    cfg = TrainConfig(steps=2, classes_per_batch=2, per_class=2, views=1, head_dim=8)
+    cfg = TrainConfig(steps=2, head_warmup_steps=2, classes_per_batch=2, per_class=2, views=1, head_dim=8)
     result = train(photos, config=cfg, pretrained_weights=None)
     assert result.photos == 3 and result.skipped == ["<bytes #0>"]
 
 
 def test_fresh_crops_at_every_step_train_without_a_cache():
     photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(3) for j in range(3)] + [Photo(b"broken", 0)]
-    cfg = TrainConfig(steps=3, classes_per_batch=2, per_class=2, views=0, head_dim=8)
+    cfg = TrainConfig(steps=3, head_warmup_steps=0, classes_per_batch=2, per_class=2, views=0, head_dim=8)
     result = train(photos, config=cfg, pretrained_weights=None)
     assert result.photos == 9 and len(result.skipped) == 1
     assert [step for step, _ in result.loss_history] == [1, 2, 3]
+    assert result.timings["head_warmup_loss"] is None
     with pytest.raises(ValueError):
         TrainConfig(views=-1)
+    with pytest.raises(ValueError):
+        TrainConfig(steps=0, head_warmup_steps=0)
+
+
+def test_head_warm_up_alone_trains_the_head_and_leaves_the_backbone():
+    from vision.embed import build_backbone
+
+    torch.set_num_threads(1)
+    photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(4) for j in range(4)]
+    cfg = TrainConfig(
+        steps=0, head_warmup_steps=60, head_warmup_views=2, classes_per_batch=4, per_class=3, views=0, head_dim=16
+    )
+    result = train(photos, config=cfg, pretrained_weights=None)
+    history = result.loss_history
+    assert history[-1][0] == 60 and history[-1][1] < history[0][1], history
+    assert result.timings["head_warmup_loss"] == history[-1][1] and result.timings["train_seconds"] == 0
+    untouched, _ = build_backbone("mobilenet_v2", weights=None, seed=cfg.seed)
+    for key, value in untouched.state_dict().items():
+        assert torch.equal(value, result.embedder.net.backbone.state_dict()[key]), key
