@@ -93,7 +93,7 @@ class TrainConfig:
     # then the blocks with that head (MODELS.md's recipe): a random head's first gradients
     # would pull the pretrained blocks towards an arbitrary projection.
     head_warmup_steps: int = 1000
-    head_warmup_views: int = 4  # pooled features per photo: the plain crop and augmented ones
+    head_warmup_views: int = 4  # crops per photo whose pooled features the head sees
     head_warmup_lr: float = 1e-2
     steps: int = 600  # 0: the warmed-up head alone
     classes_per_batch: int = 16
