@@ -10,7 +10,7 @@ Detectors:
 
 - ``nanodet`` (default): NanoDet COCO, the TorchScript file made by ``python -m
   vision.weights`` (traced at 416x416), re-planned for the CPU when loaded
-  (:func:`vision.nanodet.optimize_for_cpu`) and run at :data:`NANODET_INPUT_SIZE` (384).
+  (:func:`vision.nanodet_cpu.optimize_for_cpu`) and run at :data:`NANODET_INPUT_SIZE` (384).
   At 416 px it is 2.1 GMAC: 66-70 ms of CPU per photo as traced, ~55 ms re-planned, on one
   thread of these 2-core AVX2 machines (quiet); its convolutions alone need ~46 ms at peak.
   At 384 px: ~0.85 of that.
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vision import nanodet
+from vision import nanodet, nanodet_cpu
 from vision.weights import WeightsUnavailable, nanodet_path, torchvision_checkpoint
 
 WHOLE_IMAGE_LABEL = "image"
@@ -279,7 +279,7 @@ class NanoDetDetector:
         # ``model`` stands in for the TorchScript file (tests; an already loaded copy). The
         # file's graph is re-planned for CPU inference: same maps, ~4/5 of the time.
         if model is None:
-            model = nanodet.optimize_for_cpu(nanodet.load_torchscript(path or nanodet_path()))
+            model = nanodet_cpu.optimize_for_cpu(nanodet.load_torchscript(path or nanodet_path()))
         # Only the re-planned model runs at other sizes than the one the file was traced at.
         flexible = getattr(model, "any_size", False)
         if input_size is None:
@@ -321,7 +321,7 @@ def _to_square(
     """RGB 0..1 tensor [1, 3, size, size], the x/y scale applied, and the x/y padding.
 
     The tensor is channels-last (NHWC in memory), the layout the re-planned model
-    (:class:`vision.nanodet.CpuNanoDet`) runs in: PIL's pixels permuted, not transposed in memory.
+    (:class:`vision.nanodet_cpu.CpuNanoDet`) runs in: PIL's pixels permuted, not transposed in memory.
     """
     if image.mode != "RGB":
         image = image.convert("RGB")

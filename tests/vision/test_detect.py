@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vision import nanodet
+from vision import nanodet, nanodet_cpu
 from vision.detect import (
     COCO_CLASSES,
     NANODET_INPUT_SIZE,
@@ -418,7 +418,7 @@ def test_cpu_plan_gives_the_graphs_outputs_with_its_rewrites():
     # given a frozen, traced graph like the converter writes (normalisation in front)
     scripted = _synthetic_torchscript()
     # when it is re-planned for the CPU
-    fast = nanodet.CpuNanoDet(scripted)
+    fast = nanodet_cpu.CpuNanoDet(scripted)
     # then every rewrite applied: normalisation folded into the stem, the -inf pad into the
     # pool, both LeakyReLUs into their convolutions, the copies to NCHW dropped
     assert fast.rewrites["normalisation"] == 1 and fast.rewrites["pool_padding"] == 1
@@ -439,7 +439,7 @@ def test_cpu_plan_gives_the_graphs_outputs_with_its_rewrites():
 def test_cpu_plan_runs_fixed_resizes_by_their_factor():
     # given a graph that upsamples its 16x16 maps to a fixed 32x32 (traced at 64 px)
     scripted = _synthetic_torchscript(resize_to=32)
-    fast = nanodet.CpuNanoDet(scripted, traced_size=64)
+    fast = nanodet_cpu.CpuNanoDet(scripted, traced_size=64)
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     # then at the traced size the maps are the graph's
     with torch.no_grad():
@@ -449,7 +449,7 @@ def test_cpu_plan_runs_fixed_resizes_by_their_factor():
     assert fast.any_size
     assert fast(torch.rand(1, 3, 96, 96))[1].shape == (1, 4, 48, 48)
     # calibrated at a size the fixed resize does not double, the plan keeps the fixed size
-    assert not nanodet.CpuNanoDet(scripted, traced_size=96).any_size
+    assert not nanodet_cpu.CpuNanoDet(scripted, traced_size=96).any_size
 
 
 def test_detector_input_size_needs_a_model_that_can_run_it():
@@ -459,14 +459,14 @@ def test_detector_input_size_needs_a_model_that_can_run_it():
     with pytest.raises(ValueError, match="cannot run at 384"):
         NanoDetDetector(model=lambda x: outputs, input_size=384)
     with pytest.raises(ValueError, match="multiple of 32"):
-        NanoDetDetector(model=nanodet.CpuNanoDet(_synthetic_torchscript()), input_size=400)
+        NanoDetDetector(model=nanodet_cpu.CpuNanoDet(_synthetic_torchscript()), input_size=400)
 
 
 def test_cpu_plan_falls_back_to_the_graph_when_it_drifts():
     scripted = _synthetic_torchscript()
-    assert isinstance(nanodet.optimize_for_cpu(scripted), nanodet.CpuNanoDet)
+    assert isinstance(nanodet_cpu.optimize_for_cpu(scripted), nanodet_cpu.CpuNanoDet)
     with pytest.warns(RuntimeWarning, match="runs unoptimised"):
-        assert nanodet.optimize_for_cpu(scripted, tolerance=-1.0) is scripted
+        assert nanodet_cpu.optimize_for_cpu(scripted, tolerance=-1.0) is scripted
 
 
 def test_to_square_gives_channels_last_pixels_and_the_letterbox():
@@ -521,7 +521,7 @@ def test_cpu_plan_of_the_real_nanodet_matches_the_file_and_the_reference(real_na
     scripted = nanodet.load_torchscript(nanodet_path())
     fast = real_nanodet.model
     # the detector runs the re-planned model, with every rewrite applied, at the default size
-    assert isinstance(fast, nanodet.CpuNanoDet)
+    assert isinstance(fast, nanodet_cpu.CpuNanoDet)
     assert fast.rewrites["normalisation"] == 1 and fast.rewrites["pool_padding"] == 1
     assert fast.rewrites["conv_leaky_relu"] == 28 and fast.rewrites["conv"] == 6
     assert fast.any_size and real_nanodet.input_size == NANODET_INPUT_SIZE
@@ -534,7 +534,7 @@ def test_cpu_plan_of_the_real_nanodet_matches_the_file_and_the_reference(real_na
     x, _, _ = _to_square(photo, nanodet.INPUT_SIZE, letterbox=True)
     with torch.no_grad():
         drift = max((a - b).abs().max().item() for a, b in zip(fast(x), scripted(x)))
-    assert drift < nanodet.CPU_MODEL_TOLERANCE
+    assert drift < nanodet_cpu.CPU_MODEL_TOLERANCE
 
 
 @pytest.mark.weights
