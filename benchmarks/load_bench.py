@@ -6,7 +6,8 @@ Starts its own PostgreSQL (tests/services.py), migrates, imports the shared Groc
 catalog with a few review photos per product (embedded in-process), starts gunicorn on
 127.0.0.1, warms each worker up, then runs N concurrent clients for a fixed time, each
 posting real shared query photos (downscaled to 1024 px on the long side, as the upload
-page does) to /api/v1/search/. Reports throughput, latency p50/p95/p99 and errors.
+page does) to /api/v1/search/. Reports throughput, latency p50/p95/p99, errors, and the
+CPU milliseconds per request spent by the web workers, PostgreSQL and the client (/proc).
 All traffic stays on the loopback interface; the run is bounded in time.
 """
 
@@ -82,10 +83,15 @@ def cpu_seconds() -> dict[str, float]:
 def post(url: str, photo: bytes, timeout: float = 30) -> int:
     boundary = uuid.uuid4().hex
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + photo + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    request = urllib.request.Request(url, data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()

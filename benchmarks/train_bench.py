@@ -29,8 +29,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, default=SHARED)
     ap.add_argument("--steps", type=int, default=600, help="0: the warmed-up head alone")
-    ap.add_argument("--head-warmup-steps", type=int, default=1000)
-    ap.add_argument("--head-warmup-lr", type=float, default=1e-2)
+    ap.add_argument("--head-warmup-steps", type=int, help="default: TrainConfig's")
+    ap.add_argument("--head-warmup-lr", type=float, help="default: TrainConfig's")
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--train-from", type=int, default=14)
     ap.add_argument("--threads", type=int, default=1)
@@ -100,8 +100,6 @@ def main() -> None:
         print("pretrained", json.dumps(report["pretrained"]), flush=True)
     cfg = TrainConfig(
         steps=args.steps,
-        head_warmup_steps=args.head_warmup_steps,
-        head_warmup_lr=args.head_warmup_lr,
         views=args.views,
         train_from=args.train_from,
         mining=args.mining,
@@ -109,6 +107,7 @@ def main() -> None:
         backbone_lr=args.backbone_lr,
         lr=args.lr,
         batchnorm=args.batchnorm,
+        **{k: getattr(args, k) for k in ("head_warmup_steps", "head_warmup_lr") if getattr(args, k) is not None},
     )
     last = [0.0]
 
