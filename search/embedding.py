@@ -156,13 +156,17 @@ def review_images_embed(*, image_ids: Sequence[int], embedder: EmbedderVersion |
     if not reviews:
         return 0
     vectors = embedder_load(embedder.name).embed(pixels, batch_size=INFERENCE_BATCH)
-    _store_vectors(embedder=embedder, images=reviews, vectors=vectors, field="review_image")
-    if embedder.is_active:
-        policy = cleaning_policy(embedder=embedder)
-        views = product_views(embedder=embedder, product_ids={r.product_id for r in reviews})
-        for review, vec in zip(reviews, vectors):
-            score = review_score(vector=vec, review_id=review.pk, views=views.get(review.product_id))
-            review_image_decide(review=review, score=score, policy=policy)
+    # One transaction: a photo is marked embedded (not dirty) only together with its
+    # decision, so a worker killed in between leaves it dirty, to be done again, never
+    # embedded but pending for good.
+    with transaction.atomic():
+        _store_vectors(embedder=embedder, images=reviews, vectors=vectors, field="review_image")
+        if embedder.is_active:
+            policy = cleaning_policy(embedder=embedder)
+            views = product_views(embedder=embedder, product_ids={r.product_id for r in reviews})
+            for review, vec in zip(reviews, vectors):
+                score = review_score(vector=vec, review_id=review.pk, views=views.get(review.product_id))
+                review_image_decide(review=review, score=score, policy=policy)
     return len(reviews)
 
 
