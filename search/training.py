@@ -2,7 +2,8 @@
 embed everything into it, evaluate it on held-out photos, and switch to it (or back).
 
     train (vision.train) -> register the version -> embed every image into it
-    -> evaluate against the active version on the held-out review photos
+    -> evaluate against the active version on the held-out review photos (and the
+       held-out logged searches, once there are enough)
     -> activate: rebuild its index, re-calibrate review cleaning, switch
 
 Every step is idempotent and resumable: vectors already stored for a version are not
@@ -37,6 +38,7 @@ MAX_PHOTOS_PER_PRODUCT = 60
 # A new version goes live only if its held-out recall@1 is at least the active one's,
 # in both modes, less this tolerance (a few held-out photos' worth of noise).
 GATE_TOLERANCE = 0.005
+MIN_HELD_OUT_SEARCHES = 50
 BACKFILL_BATCH = 64
 
 
@@ -52,8 +54,28 @@ def checkpoint_dir() -> Path:
 # --------------------------------------------------------------------------- training data
 
 
+def clicked_searches():
+    """Logged searches with a photo and exactly one clicked product: (query, the clicked
+    product, the products shown above it and skipped)."""
+    clicked = (
+        SearchQuery.objects.exclude(photo="")
+        .annotate(n_clicked=Count("impressions__clicks__impression", distinct=True))
+        .filter(n_clicked=1)
+    )
+    for query in clicked.prefetch_related("impressions__clicks"):
+        shown = sorted(query.impressions.all(), key=lambda i: i.position)
+        hit = next(i for i in shown if i.clicks.all())
+        yield query, hit.product_id, tuple(i.product_id for i in shown if i.position < hit.position)
+
+
+def search_held_out(query: SearchQuery) -> bool:
+    """A tenth of the logged searches (by their photo) stay out of training: new shoppers'
+    photos, the closest thing to what a new version will be searched with."""
+    return bool(query.photo_sha256) and is_held_out(query.photo_sha256)
+
+
 def training_photos(*, seed: int = 0) -> tuple[list[Photo], list[HardNegatives]]:
-    """What the embedder learns from, never a held-out review photo.
+    """What the embedder learns from, never a held-out photo.
 
     - active products' images;
     - accepted review photos, as positives of their product;
@@ -74,19 +96,31 @@ def training_photos(*, seed: int = 0) -> tuple[list[Photo], list[HardNegatives]]
             rows = [rows[i] for i in sorted(rng.choice(len(rows), MAX_PHOTOS_PER_PRODUCT, replace=False))]
         photos.extend(rows)
     hard: list[HardNegatives] = []
-    clicked = (
-        SearchQuery.objects.exclude(photo="")
-        .annotate(n_clicked=Count("impressions__clicks__impression", distinct=True))
-        .filter(n_clicked=1)
-    )
-    for query in clicked.prefetch_related("impressions__clicks"):
-        shown = sorted(query.impressions.all(), key=lambda i: i.position)
-        hit = next(i for i in shown if i.clicks.all())
-        photos.append(Photo(query.photo.path, hit.product_id, "query"))
-        skipped = tuple(i.product_id for i in shown if i.position < hit.position)
+    for query, clicked, skipped in clicked_searches():
+        if search_held_out(query):
+            continue
+        photos.append(Photo(query.photo.path, clicked, "query"))
         if skipped:
-            hard.append(HardNegatives(hit.product_id, skipped))
+            hard.append(HardNegatives(clicked, skipped))
     return photos, hard
+
+
+def _searched_region(query: SearchQuery):
+    """The part of the logged photo that the search embedded: its chosen box (in uploaded
+    pixels; the logged photo may be smaller), padded as the pipeline pads automatic boxes."""
+    from search.pipeline import search_config
+    from vision.detect import Box
+    from vision.imageio import decode_image
+    from vision.pipeline import crop
+
+    with query.photo.open("rb") as f:
+        image, _ = decode_image(f.read())
+    box = query.chosen_box or {}
+    if not box or not query.width:
+        return image
+    s = image.width / query.width
+    scaled = Box(box["x1"] * s, box["y1"] * s, box["x2"] * s, box["y2"] * s, box.get("score", 1.0), box["label"])
+    return crop(image, scaled, 0.0 if query.box_from_user else search_config().crop_pad)
 
 
 # --------------------------------------------------------------------------- versions
@@ -154,8 +188,9 @@ def _vectors(embedder: EmbedderVersion) -> dict[int, tuple[int, np.ndarray]]:
 
 def embedder_evaluate(*, embedder: EmbedderVersion) -> dict:
     """Recall on the held-out review photos (accepted ones: their label is trusted), with
-    the other accepted reviews in the gallery and with the product images only. Stored in
-    the version's metrics["held_out"]."""
+    the other accepted reviews in the gallery and with the product images only; and on the
+    held-out logged searches (the region each one searched with, labelled by its one
+    click), against everything the index holds. Stored in the version's metrics["held_out"]."""
     vectors = _vectors(embedder)
     reviews = ReviewImage.objects.filter(product__is_active=True, status=ReviewImage.Status.ACCEPTED)
     held, kept = [], []
@@ -175,6 +210,12 @@ def embedder_evaluate(*, embedder: EmbedderVersion) -> dict:
     cat, catl = stack(catalog)
     gal, gall = stack(catalog + kept)
     result = {"with_reviews": recall_at(q, ql, gal, gall), "catalog_only": recall_at(q, ql, cat, catl)}
+    searches = [(query, clicked) for query, clicked, _ in clicked_searches() if search_held_out(query)]
+    if searches:
+        regions = [_searched_region(query) for query, _ in searches]
+        sq = embedding.embedder_load(embedder.name).embed(regions)
+        index, indexl = stack(catalog + kept + held)
+        result["searches"] = recall_at(sq, [clicked for _, clicked in searches], index, indexl)
     metrics = {**embedder.metrics, "held_out": result}
     EmbedderVersion.objects.filter(pk=embedder.pk).update(metrics=metrics)
     embedder.metrics = metrics
@@ -187,9 +228,13 @@ def gate(*, candidate: dict, active: dict | None) -> tuple[bool, str]:
         return True, "nothing active to compare with"
     if not candidate["catalog_only"]["queries"]:
         return False, "no held-out photos to compare on: switch by hand (activate_embedder VERSION)"
+    modes = ["with_reviews", "catalog_only"]
+    # Held-out searches count once there are enough of them for recall@1 to mean something.
+    if min(r.get("searches", {}).get("queries", 0) for r in (candidate, active)) >= MIN_HELD_OUT_SEARCHES:
+        modes.append("searches")
     worse = [
         f"{mode} recall@1 {candidate[mode]['recall@1']:.3f} < {active[mode]['recall@1']:.3f}"
-        for mode in ("with_reviews", "catalog_only")
+        for mode in modes
         if candidate[mode]["recall@1"] < active[mode]["recall@1"] - GATE_TOLERANCE
     ]
     return (not worse, "; ".join(worse) or "at least as good as the active version on the held-out photos")

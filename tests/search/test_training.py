@@ -86,6 +86,52 @@ def test_training_photos_are_catalog_accepted_reviews_and_clicked_queries(shop, 
     assert [(h.positive, h.negatives) for h in hard] == [(shop[1].pk, (shop[2].pk,))]
 
 
+HELD_OUT_SHA = "0" * 64  # is_held_out: the first 8 hex digits are 0 modulo 10
+KEPT_SHA = "1" * 64
+
+
+def logged_search(source: bytes, clicked, *, sha: str, width: int = 96, box: dict | None = None, by_user=False):
+    """A logged search whose shopper clicked ``clicked`` (shown first)."""
+    query = SearchQuery.objects.create(
+        channel="web", width=width, height=width, k=3, embedder_version="x", index_generation=1, photo_sha256=sha,
+        chosen_box=box or {"x1": 0, "y1": 0, "x2": width, "y2": width, "score": 1.0, "label": "image"},
+        box_from_user=by_user,
+    )  # fmt: skip
+    query.photo.save("q.jpg", ContentFile(source))
+    Click.objects.create(impression=Impression.objects.create(query=query, product=clicked, position=1, score=0.5))
+    return query
+
+
+def test_held_out_searches_stay_out_of_training_and_are_evaluated(shop):
+    assert is_held_out(HELD_OUT_SHA) and not is_held_out(KEPT_SHA)
+    kept = logged_search(photo(1, 4001), shop[1], sha=KEPT_SHA)
+    held = [
+        logged_search(photo(2, 4002), shop[2], sha=HELD_OUT_SHA),
+        logged_search(photo(3, 4003), shop[0], sha=HELD_OUT_SHA),  # a photo of P3, clicked P0
+    ]
+    photos, _ = training.training_photos()
+    sources = {p.source for p in photos if p.kind == "query"}
+    assert sources == {kept.photo.path} and not sources & {q.photo.path for q in held}
+
+    new = pixels_version(16)
+    training.embedder_backfill(embedder=new)
+    result = training.embedder_evaluate(embedder=new)
+    # each held-out search is labelled by its click: P2 is found, "P0" is not
+    assert result["searches"]["queries"] == 2 and result["searches"]["recall@1"] == 0.5
+
+
+def test_the_searched_region_is_the_chosen_box_scaled_to_the_logged_photo(shop):
+    # uploaded at 192 x 192, logged at 96 x 96: the shopper's box on the right half
+    query = logged_search(
+        photo(0, 5), shop[0], sha=KEPT_SHA, width=192,
+        box={"x1": 96, "y1": 0, "x2": 192, "y2": 192, "score": 1.0, "label": "box"}, by_user=True,
+    )  # fmt: skip
+    region = training._searched_region(query)
+    assert region.size == (48, 96)
+    with Image.open(query.photo.path) as logged:
+        assert np.array_equal(np.asarray(region), np.asarray(logged.convert("RGB"))[:, 48:])
+
+
 def test_held_out_reviews_never_reach_training(shop):
     # make every review held out by content: none may be used for training
     held = [r for r in ReviewImage.objects.all() if is_held_out(r.sha256)]
@@ -103,6 +149,16 @@ def test_gate_compares_both_modes_against_the_active_version():
     assert not ok and "catalog_only" in why
     ok, why = training.gate(candidate=result(0.9, 0.8, n=0), active=result(0.9, 0.7, n=0))
     assert not ok and "no held-out" in why
+
+    # held-out searches count once both versions were measured on enough of them
+    def with_searches(r, n):
+        return {**result(0.9, 0.8), "searches": {"recall@1": r, "queries": n}}
+
+    n = training.MIN_HELD_OUT_SEARCHES
+    ok, why = training.gate(candidate=with_searches(0.5, n), active=with_searches(0.7, n))
+    assert not ok and "searches" in why
+    assert training.gate(candidate=with_searches(0.5, n - 1), active=with_searches(0.7, n - 1))[0]
+    assert training.gate(candidate=with_searches(0.5, n), active=result(0.9, 0.8))[0]
 
 
 def test_activate_embeds_everything_builds_the_index_and_switches_then_rolls_back(shop):

@@ -46,6 +46,12 @@ class Command(BaseCommand):
                 f"  held-out {name:6}: with reviews R@1 {wr['recall@1']:.3f} R@5 {wr['recall@5']:.3f} | "
                 f"catalog only R@1 {co['recall@1']:.3f} R@5 {co['recall@5']:.3f} ({wr['queries']} photos)"
             )
+            if "searches" in result:
+                se = result["searches"]
+                self.stdout.write(
+                    f"  held-out {name:6}: searches R@1 {se['recall@1']:.3f} R@5 {se['recall@5']:.3f} "
+                    f"({se['queries']} searches)"
+                )
         verdict = (
             "activated" if outcome["activated"] else ("passed the gate" if outcome["passed"] else "not rolled out")
         )
