@@ -27,6 +27,7 @@ from django.db.models import Count, Q
 from catalog.models import ProductImage, ReviewImage
 from search import embedding
 from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector, SearchQuery, faiss_id
+from vision.imageio import ImageError, decode_image
 from vision.train import HardNegatives, Photo, TrainConfig, is_held_out, recall_at
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,6 @@ def _searched_region(query: SearchQuery):
     pixels; the logged photo may be smaller), padded as the pipeline pads automatic boxes."""
     from search.pipeline import search_config
     from vision.detect import Box
-    from vision.imageio import decode_image
     from vision.pipeline import crop
 
     with query.photo.open("rb") as f:
@@ -210,12 +210,18 @@ def embedder_evaluate(*, embedder: EmbedderVersion) -> dict:
     cat, catl = stack(catalog)
     gal, gall = stack(catalog + kept)
     result = {"with_reviews": recall_at(q, ql, gal, gall), "catalog_only": recall_at(q, ql, cat, catl)}
-    searches = [(query, clicked) for query, clicked, _ in clicked_searches() if search_held_out(query)]
-    if searches:
-        regions = [_searched_region(query) for query, _ in searches]
+    regions, clicks = [], []
+    for query, clicked, _ in clicked_searches():
+        if search_held_out(query):
+            try:
+                regions.append(_searched_region(query))
+            except (OSError, ImageError):  # its photo purged meanwhile, or unreadable
+                continue
+            clicks.append(clicked)
+    if regions:
         sq = embedding.embedder_load(embedder.name).embed(regions)
         index, indexl = stack(catalog + kept + held)
-        result["searches"] = recall_at(sq, [clicked for _, clicked in searches], index, indexl)
+        result["searches"] = recall_at(sq, clicks, index, indexl)
     metrics = {**embedder.metrics, "held_out": result}
     EmbedderVersion.objects.filter(pk=embedder.pk).update(metrics=metrics)
     embedder.metrics = metrics
