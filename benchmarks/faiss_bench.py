@@ -101,8 +101,10 @@ def make_dataset(n: int, d: int, n_queries: int, spec: DataSpec) -> tuple[np.nda
             x[s : s + len(chunk)] = chunk
         return x
 
-    return sample(n, rng), sample(n_queries, np.random.default_rng(spec.seed + 1)), sample(
-        n_queries, np.random.default_rng(spec.seed + 2)
+    return (
+        sample(n, rng),
+        sample(n_queries, np.random.default_rng(spec.seed + 1)),
+        sample(n_queries, np.random.default_rng(spec.seed + 2)),
     )
 
 
@@ -162,8 +164,19 @@ def ivf_rows(name, index, build, args, xt, gt_t, xq, gt_q, note="", **extra) -> 
         tuning = tune_nprobe(index, xt, gt_t, target_recall=target, k=K)
         notes = f"tuned for {target}" + ("" if tuning.reached else " (not reached: best recall)") + note
         stats = time_search(index, xq, gt_q, args.single)
-        rows.append(Row(name=name, factory=index.factory, **build, bytes=index.serialized_size(),
-                        nprobe=tuning.nprobe, notes=notes, nprobe_curve=list(tuning.tried), **stats, **extra))
+        rows.append(
+            Row(
+                name=name,
+                factory=index.factory,
+                **build,
+                bytes=index.serialized_size(),
+                nprobe=tuning.nprobe,
+                notes=notes,
+                nprobe_curve=list(tuning.tried),
+                **stats,
+                **extra,
+            )
+        )
         log(f"  {name} nprobe={tuning.nprobe}: {stats}")
         if not tuning.reached:
             break  # higher targets are out of reach too
@@ -209,8 +222,16 @@ def main(argv: list[str] | None = None) -> dict:
     gt_t = flat.search(xt, K)[1]
     truth_scores, gt_q = flat.search(xq, K)
     stats = time_search(flat, xq, gt_q, args.flat_single)
-    rows.append(Row(name="Flat (exact)", factory=flat.factory, **build, bytes=flat.serialized_size(),
-                    notes=f"single-query time over {min(args.flat_single, args.queries)} queries", **stats))
+    rows.append(
+        Row(
+            name="Flat (exact)",
+            factory=flat.factory,
+            **build,
+            bytes=flat.serialized_size(),
+            notes=f"single-query time over {min(args.flat_single, args.queries)} queries",
+            **stats,
+        )
+    )
     log(f"  flat: {stats}")
     del flat
     data_stats = {
@@ -250,8 +271,18 @@ def main(argv: list[str] | None = None) -> dict:
         refine = faiss.IndexRefineFlat(pq, faiss.swig_ptr(xb))
         refine.k_factor = args.k_factor
         refined = VectorIndex(refine, factory=f"IVF{nlist},PQ{args.pq_m},RFlat")
-        rows += ivf_rows(f"IVF-PQ + re-rank top {K * args.k_factor}", refined, build, args,
-                         xt, gt_t, xq, gt_q, note + "; size includes the raw vectors", k_factor=args.k_factor)
+        rows += ivf_rows(
+            f"IVF-PQ + re-rank top {K * args.k_factor}",
+            refined,
+            build,
+            args,
+            xt,
+            gt_t,
+            xq,
+            gt_q,
+            note + "; size includes the raw vectors",
+            k_factor=args.k_factor,
+        )
 
     met = [r for r in rows if r.name == "IVF-Flat" and r.recall >= 0.95 and r.ms_single <= 5.0]
     report = {

@@ -157,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(pipelines, upload, args.runs, args.warmup)
 
     w, h = Image.open(io.BytesIO(upload)).size
-    print(f"\n{photo.name} upscaled to {w}x{h} ({len(upload) / 1e3:.0f} kB JPEG), {args.embedder}, "
-          f"{args.gallery} vectors, {args.runs} runs, torch threads {torch.get_num_threads()}\n")
+    print(
+        f"\n{photo.name} upscaled to {w}x{h} ({len(upload) / 1e3:.0f} kB JPEG), {args.embedder}, "
+        f"{args.gallery} vectors, {args.runs} runs, torch threads {torch.get_num_threads()}\n"
+    )
     # min: the run least disturbed by other processes (this machine's cores are shared).
     print("| detector | clock | " + " | ".join(f"{s} p50 / p95 ms" for s in STAGES) + " | detect+embed min ms |")
     print("|---|---|" + "---|" * (len(STAGES) + 1))

@@ -63,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folder", type=Path, default=SHARED)
     p.add_argument("--rows", default=DEFAULT_ROWS, help="comma-separated embedder/detector pairs")
-    p.add_argument("--gallery", choices=("both", "catalog", "reviews"), default="both",
-                   help="catalog: catalog/ only; reviews: catalog/ + reviews/; both: one row each")
+    p.add_argument(
+        "--gallery",
+        choices=("both", "catalog", "reviews"),
+        default="both",
+        help="catalog: catalog/ only; reviews: catalog/ + reviews/; both: one row each",
+    )
     p.add_argument("--cache", type=Path, default=None, help="embedding cache (default: <model dir>/embedding-cache)")
     p.add_argument("--max-queries", type=int, default=None, help="evenly spread subset (quick checks)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/out/quality_bench.json"))
