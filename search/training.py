@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,8 +37,9 @@ Progress = Callable[[str, int, int], None]
 # TrainConfig.views activations of ~38 KB) on large catalogs.
 MAX_PHOTOS_PER_PRODUCT = 60
 # A new version goes live only if its held-out recall@1 is at least the active one's,
-# in both modes, less this tolerance (a few held-out photos' worth of noise).
+# in each mode, less this tolerance (a few held-out photos' worth of noise).
 GATE_TOLERANCE = 0.005
+# Held-out logged searches join the comparison once both versions were measured on this many.
 MIN_HELD_OUT_SEARCHES = 50
 BACKFILL_BATCH = 64
 
@@ -55,7 +56,7 @@ def checkpoint_dir() -> Path:
 # --------------------------------------------------------------------------- training data
 
 
-def clicked_searches():
+def clicked_searches() -> Iterator[tuple[SearchQuery, int, tuple[int, ...]]]:
     """Logged searches with a photo and exactly one clicked product: (query, the clicked
     product, the products shown above it and skipped)."""
     clicked = (
@@ -235,7 +236,6 @@ def gate(*, candidate: dict, active: dict | None) -> tuple[bool, str]:
     if not candidate["catalog_only"]["queries"]:
         return False, "no held-out photos to compare on: switch by hand (activate_embedder VERSION)"
     modes = ["with_reviews", "catalog_only"]
-    # Held-out searches count once there are enough of them for recall@1 to mean something.
     if min(r.get("searches", {}).get("queries", 0) for r in (candidate, active)) >= MIN_HELD_OUT_SEARCHES:
         modes.append("searches")
     worse = [
