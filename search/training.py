@@ -119,9 +119,9 @@ def _searched_region(query: SearchQuery):
     box = query.chosen_box or {}
     if not box or not query.width:
         return image
+    chosen = Box(box["x1"], box["y1"], box["x2"], box["y2"], box.get("score", 1.0), box["label"])
     s = image.width / query.width
-    scaled = Box(box["x1"] * s, box["y1"] * s, box["x2"] * s, box["y2"] * s, box.get("score", 1.0), box["label"])
-    return crop(image, scaled, 0.0 if query.box_from_user else search_config().crop_pad)
+    return crop(image, chosen.scaled(s, s), search_config().pad_for(query.box_from_user))
 
 
 # --------------------------------------------------------------------------- versions

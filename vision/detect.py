@@ -99,6 +99,10 @@ class Box:
     def as_tuple(self) -> tuple[float, float, float, float]:
         return (self.x1, self.y1, self.x2, self.y2)
 
+    def scaled(self, fx: float, fy: float) -> Box:
+        """The same box in an image resized by ``fx`` x ``fy``."""
+        return Box(self.x1 * fx, self.y1 * fy, self.x2 * fx, self.y2 * fy, self.score, self.label)
+
     def clip(self, width: float, height: float) -> Box:
         return Box(
             min(max(self.x1, 0.0), width),

@@ -91,6 +91,10 @@ class SearchConfig:
     top_n: int = 100  # image hits taken from the index before grouping by product
     k: int = 10  # products returned
 
+    def pad_for(self, box_from_user: bool) -> float:
+        """Context around the crop: a shopper's box is taken as drawn, a chosen one padded."""
+        return 0.0 if box_from_user else self.crop_pad
+
     def __post_init__(self) -> None:
         if self.max_side < 32 or self.work_side < 32:
             raise ValueError("max_side and work_side must be >= 32")
@@ -253,14 +257,12 @@ class SearchPipeline:
             boxes, chosen = self.candidates(img)
         t2 = time.perf_counter()
 
-        region = crop(img, boxes[chosen], 0.0 if box is not None else self.config.crop_pad)
+        pad = self.config.pad_for(box is not None)
+        region = crop(img, boxes[chosen], pad)
         sharper = max(img.size) < min(self.config.max_side, max(info.width, info.height))
         if min(region.size) < self.config.min_crop_side and sharper:
             full, _ = self.load(image)
-            fx, fy = full.width / img.width, full.height / img.height
-            b = boxes[chosen]
-            scaled = dataclasses.replace(b, x1=b.x1 * fx, y1=b.y1 * fy, x2=b.x2 * fx, y2=b.y2 * fy)
-            region = crop(full, scaled, self.config.crop_pad)
+            region = crop(full, boxes[chosen].scaled(full.width / img.width, full.height / img.height), pad)
         vector = self.embedder.embed([region])
         t3 = time.perf_counter()
 
@@ -278,7 +280,7 @@ class SearchPipeline:
             "rerank": ms(t4, t5),
             "total": ms(t0, t5),
         }
-        back = [dataclasses.replace(b, x1=b.x1 / sx, y1=b.y1 / sy, x2=b.x2 / sx, y2=b.y2 / sy) for b in boxes]
+        back = [b.scaled(1 / sx, 1 / sy) for b in boxes]
         return SearchResult(
             boxes=back,
             chosen=chosen,

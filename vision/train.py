@@ -129,6 +129,11 @@ class TrainConfig:
     def batch_size(self) -> int:
         return self.classes_per_batch * self.per_class
 
+    @property
+    def rows_per_photo(self) -> int:
+        """Rows of the training inputs per photo: its cached crops, or 1 for fresh crops."""
+        return max(1, self.views)
+
 
 @dataclass
 class TrainResult:
@@ -291,7 +296,7 @@ class BatchSampler:
     def batch(self) -> tuple[list[int], list[int]]:
         """(rows into the activation cache, labels)."""
         rows, labels = [], []
-        m, views = self.cfg.per_class, max(1, self.cfg.views)
+        m, views = self.cfg.per_class, self.cfg.rows_per_photo
         for c in self._classes():
             pool = self.by_class[c]
             photos = self.rng.sample(pool, m) if len(pool) >= m else [self.rng.choice(pool) for _ in range(m)]
@@ -323,7 +328,7 @@ def _pooled_views(
 ) -> torch.Tensor:
     """[head_warmup_views, n_photos, dim] pooled features: with cached crops, view k of each
     photo (view 0 is the plain crop); otherwise a fresh augmented crop per pass."""
-    per_row = max(1, cfg.views)
+    per_row = cfg.rows_per_photo
     passes = []
     with torch.no_grad():
         for v in range(cfg.head_warmup_views):
@@ -423,10 +428,10 @@ def train(
         trained.eval()
         pooled = _pooled_views(inputs, trained, len(kept_photos), cfg, progress)
         pick = random.Random(cfg.seed + 1)
-        per_row = max(1, cfg.views)
 
         def probe(rows: list[int]) -> torch.Tensor:
-            return head(pooled[[pick.randrange(len(pooled)) for _ in rows], [r // per_row for r in rows]])
+            photo_of = [r // cfg.rows_per_photo for r in rows]
+            return head(pooled[[pick.randrange(len(pooled)) for _ in rows], photo_of])
 
         head.train()
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_warmup_lr, weight_decay=cfg.weight_decay)
