@@ -118,3 +118,12 @@ def query_photos_purge(*, older_than_days: int | None = None, batch: int = 500) 
             query.photo = ""
         SearchQuery.objects.bulk_update(queries, ["photo"])
         purged += len(queries)
+
+
+def sessions_clear_expired() -> None:
+    """Delete expired sessions. Each cookie-less anonymous search starts one (its key is what
+    matches that client's clicks to the results it was shown), and Django never deletes
+    them by itself: without this the table keeps a row for every such search ever made."""
+    from importlib import import_module
+
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()

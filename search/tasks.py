@@ -42,6 +42,11 @@ def query_photos_purge_task() -> int:
     return services.query_photos_purge()
 
 
+@shared_task(acks_late=True, **RETRY)
+def sessions_clear_task() -> None:
+    services.sessions_clear_expired()
+
+
 # Not acks_late: a training run outlasts the broker's visibility timeout, and a redelivered
 # run would train again. A run that dies is retried by the next schedule; a version it
 # registered stays inactive, and `activate_embedder VERSION` can still finish its rollout.

@@ -80,6 +80,7 @@ def test_beat_schedules_the_maintenance_tasks():
         "search.tasks.embed_sweep_task",
         "search.tasks.index_sync_task",
         "search.tasks.query_photos_purge_task",
+        "search.tasks.sessions_clear_task",
         "ranking.tasks.ranker_train_task",
         "search.tasks.embedder_learn_task",
     }

@@ -206,6 +206,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("VISUALSHOP_INDEX_SYNC_SECONDS", 30.0),
     },
     "query-photos-purge": {"task": "search.tasks.query_photos_purge_task", "schedule": 3600.0},
+    "sessions-clear": {"task": "search.tasks.sessions_clear_task", "schedule": crontab(minute=15, hour=4)},
     # Weekly CTR retraining (Monday 03:30); the new version goes live only if it wins
     # offline (ranking/services.py).
     "ranker-train": {

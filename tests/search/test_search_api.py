@@ -210,6 +210,26 @@ def test_query_photos_are_deleted_after_the_retention_period(client, shop, setti
     assert old_q.impressions.exists()  # the statistics stay
 
 
+def test_expired_sessions_are_deleted_and_live_ones_kept(shop):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+    from django.utils import timezone
+
+    from search.tasks import sessions_clear_task
+
+    # Given two cookie-less searches, each of which starts a session
+    for i in range(2):
+        assert Client().post(URL, {"image": upload(photo(i))}).status_code == 200
+    expired, live = Session.objects.order_by("pk")
+    Session.objects.filter(pk=expired.pk).update(expire_date=timezone.now() - timedelta(seconds=1))
+    # When the daily cleanup runs
+    sessions_clear_task.apply().get()
+    # Then only the expired one is gone
+    assert list(Session.objects.values_list("pk", flat=True)) == [live.pk]
+
+
 def test_anonymous_searches_are_not_counted_under_the_user_rate(shop, rf):
     from django.contrib.auth.models import AnonymousUser
 
