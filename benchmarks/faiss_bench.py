@@ -16,7 +16,7 @@ into categories; the generator mimics that (see make_dataset). How hard the data
 decides the nprobe a recall needs, so the generator's knobs are flags (--spread, --local,
 --intrinsic, --noise: larger spread and noise, or a smaller intrinsic dimension shared
 by all clusters, make it harder) and the report states the data's cosine statistics.
-Real embeddings should be re-measured with vision.index.tune_nprobe once they exist.
+Real embeddings should be re-measured with vision.index_tuning.tune_nprobe once they exist.
 nprobe is tuned on held-out queries, then reported on others.
 """
 
@@ -40,7 +40,8 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere
-from vision.index import VectorIndex, choose_factory, recall_at_k, tune_nprobe  # noqa: E402
+from vision.index import VectorIndex, choose_factory  # noqa: E402
+from vision.index_tuning import recall_at_k, tune_nprobe  # noqa: E402
 
 K = 10
 

@@ -9,7 +9,8 @@ make it fast, safe to swap and impossible to load half-written:
 * the metric is inner product on L2-normalised vectors, so a score is a cosine;
 * ``save`` writes a temp file in the target folder and ``os.replace``-s it, and the file
   ends with a trailer (metadata + SHA-256) so that ``load`` refuses a truncated or
-  corrupted file with :class:`IndexCorrupt` instead of serving garbage;
+  corrupted file with :class:`IndexCorrupt` instead of serving garbage
+  (:mod:`vision.index_file`);
 * the index family comes from an index_factory string chosen by catalog size
   (:func:`choose_factory`); :class:`BinaryVectorIndex` is the Hamming variant.
 
@@ -20,24 +21,19 @@ faiss releases the GIL).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import struct
-import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import faiss
 import numpy as np
 
+from vision.index_file import FORMAT, IndexCorrupt, read_index_file, write_index_file
+
 __all__ = [
-    "FLAT_MAX", "IVF_FLAT_MAX", "BinaryVectorIndex", "IndexCorrupt", "NprobeTuning",
-    "VectorIndex", "binarize", "choose_binary_factory", "choose_factory",
-    "group_by_product", "load_index", "recall_at_k", "tune_nprobe",
+    "FLAT_MAX", "IVF_FLAT_MAX", "BinaryVectorIndex", "IndexCorrupt", "VectorIndex",
+    "binarize", "choose_binary_factory", "choose_factory", "group_by_product", "load_index",
 ]  # fmt: skip
 
 # Exact search costs 68 ms per query at 1M x 256 on one core (benchmarks/faiss_bench.py),
@@ -63,16 +59,6 @@ DEFAULT_NPROBE_DIVISOR = 64
 # float32 normalisation is accurate to ~1e-7; anything further off is a caller's bug
 # (an unnormalised or zero embedding), and would make scores stop being cosines.
 NORM_TOLERANCE = 1e-3
-
-_MAGIC = b"VSIDXv1\n"
-_TRAILER = struct.Struct("<Q32s8s")  # metadata length, sha256(payload + metadata), magic
-_FORMAT = 1
-_CHUNK = 8 << 20
-
-
-class IndexCorrupt(Exception):
-    """The index file is truncated, corrupted, or not an index file at all."""
-
 
 # --------------------------------------------------------------------------- factories
 
@@ -153,101 +139,6 @@ def _check_float(x: np.ndarray, d: int | None, name: str) -> np.ndarray:
 def _check_k(k: int) -> None:
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-
-
-# ------------------------------------------------------------------ file format (I/O)
-
-
-def _write_atomic(path: str | os.PathLike, write_payload: Callable, meta: dict) -> None:
-    """payload | metadata JSON | trailer, via temp file + fsync + os.replace.
-
-    The checksum covers payload and metadata, so any flipped byte and any truncation
-    (the trailer sits at the very end) is detected on load. One file rather than a JSON
-    sidecar: two files cannot be replaced together atomically, and a reader between the
-    two renames would pair a new index with old metadata.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            digest = hashlib.sha256()
-            size = 0
-
-            def sink(chunk: bytes) -> int:
-                nonlocal size
-                f.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-                return len(chunk)
-
-            write_payload(faiss.PyCallbackIOWriter(sink))
-            blob = json.dumps({**meta, "payload_bytes": size}, sort_keys=True).encode()
-            digest.update(blob)
-            f.write(blob)
-            f.write(_TRAILER.pack(len(blob), digest.digest(), _MAGIC))
-            f.flush()
-            os.fsync(f.fileno())
-        # Derived data, not a secret; web processes may read it under another user.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:  # make the rename itself durable
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _read_verified(path: str | os.PathLike, read_payload: Callable) -> tuple[Any, dict]:
-    """Check trailer and checksum, then deserialise from the same open file (a concurrent
-    save replaces the path, never this inode)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < _TRAILER.size:
-            raise IndexCorrupt(f"{path}: too short to be an index file ({size} bytes)")
-        f.seek(size - _TRAILER.size)
-        meta_len, checksum, magic = _TRAILER.unpack(f.read(_TRAILER.size))
-        if magic != _MAGIC:
-            raise IndexCorrupt(f"{path}: no index trailer (truncated or not an index)")
-        body = size - _TRAILER.size
-        if meta_len > body:
-            raise IndexCorrupt(f"{path}: metadata length out of range")
-        payload_len = body - meta_len
-        f.seek(0)
-        digest = hashlib.sha256()
-        remaining = body
-        while remaining:
-            chunk = f.read(min(_CHUNK, remaining))
-            if not chunk:
-                raise IndexCorrupt(f"{path}: file shrank while reading")
-            digest.update(chunk)
-            remaining -= len(chunk)
-        if digest.digest() != checksum:
-            raise IndexCorrupt(f"{path}: checksum mismatch")
-        f.seek(payload_len)
-        try:
-            meta = json.loads(f.read(meta_len))
-        except ValueError as exc:
-            raise IndexCorrupt(f"{path}: unreadable metadata") from exc
-        if meta.get("format") != _FORMAT or meta.get("payload_bytes") != payload_len:
-            raise IndexCorrupt(f"{path}: unknown format or payload size mismatch")
-        f.seek(0)
-        left = payload_len
-
-        def source(n: int) -> bytes:
-            nonlocal left
-            chunk = f.read(min(n, left))
-            left -= len(chunk)
-            return chunk
-
-        try:
-            index = read_payload(faiss.PyCallbackIOReader(source), meta)
-        except RuntimeError as exc:
-            raise IndexCorrupt(f"{path}: faiss could not read the payload: {exc}") from exc
-    return index, meta
 
 
 # ------------------------------------------------------------------------- the indexes
@@ -416,11 +307,11 @@ class _IndexBase:
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: readers see the old file or the new one, never a mix."""
         meta = {
-            "format": _FORMAT, "kind": self.kind, "version": self.version,
+            "format": FORMAT, "kind": self.kind, "version": self.version,
             "dim": self.dim, "factory": self.factory, "count": self.ntotal,
             "nprobe": self.nprobe, "faiss_version": faiss.__version__,
         }  # fmt: skip
-        _write_atomic(path, lambda writer: type(self)._write(self._index, writer), meta)
+        write_index_file(path, lambda writer: type(self)._write(self._index, writer), meta)
 
     @classmethod
     def load(cls: type[_T], path: str | os.PathLike) -> _T:
@@ -528,7 +419,7 @@ def load_index(path: str | os.PathLike) -> VectorIndex | BinaryVectorIndex:
             raise IndexCorrupt(f"{path}: unknown index kind {meta.get('kind')!r}")
         return kinds[meta["kind"]]._read(reader)
 
-    index, meta = _read_verified(path, read)
+    index, meta = read_index_file(path, read)
     if int(index.d) != meta["dim"] or int(index.ntotal) != meta["count"]:
         raise IndexCorrupt(f"{path}: payload disagrees with its metadata")
     obj = kinds[meta["kind"]](index, factory=meta["factory"], version=meta["version"])
@@ -537,7 +428,7 @@ def load_index(path: str | os.PathLike) -> VectorIndex | BinaryVectorIndex:
     return obj  # type: ignore[return-value]
 
 
-# --------------------------------------------------------------- results and tuning
+# ----------------------------------------------------------------------------- results
 
 
 def group_by_product(
@@ -572,73 +463,3 @@ def group_by_product(
             best[product_id] = (score, image_id)
     ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
     return [(int(p), float(s), int(i)) for p, (s, i) in ranked[:k]]
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    """Mean fraction of each query's true top ``k`` present in its found top ``k``
-    (k-recall@k, stricter than "is the nearest one in the top k"). -1s are ignored."""
-    found, truth = np.asarray(found)[:, :k], np.asarray(truth)[:, :k]
-    if found.shape[0] != truth.shape[0]:
-        raise ValueError(f"{found.shape[0]} results for {truth.shape[0]} queries")
-    valid = truth >= 0
-    hits = ((truth[:, :, None] == found[:, None, :]).any(axis=2) & valid).sum(axis=1)
-    denom = valid.sum(axis=1)
-    keep = denom > 0
-    return float((hits[keep] / denom[keep]).mean()) if keep.any() else 1.0
-
-
-@dataclass(frozen=True)
-class NprobeTuning:
-    nprobe: int
-    recall: float
-    reached: bool  # False: even nprobe = nlist misses the target (e.g. PQ's ceiling)
-    tried: tuple[tuple[int, float], ...]  # (nprobe, recall), ascending nprobe
-
-
-def tune_nprobe(
-    index: VectorIndex | BinaryVectorIndex,
-    queries: np.ndarray,
-    ground_truth: np.ndarray,
-    target_recall: float = 0.95,
-    k: int = 10,
-) -> NprobeTuning:
-    """Smallest nprobe whose recall@k (see :func:`recall_at_k`) reaches the target.
-
-    Doubles nprobe until the target is met, then bisects; that assumes recall grows
-    with nprobe, which holds for IVF-Flat (more lists visited = superset of
-    candidates) and nearly so for PQ. Leaves ``index.nprobe`` set to the answer. Tune
-    on queries held out from the ones you report, or the recall is optimistic.
-    """
-    _check_k(k)
-    if not index.is_ivf:
-        raise ValueError(f"nprobe only applies to IVF indexes, not {index.factory!r}")
-    truth = np.asarray(ground_truth)
-    if truth.ndim != 2 or truth.shape[0] != queries.shape[0] or truth.shape[1] < k:
-        raise ValueError(f"ground_truth must be ({queries.shape[0]}, >= {k}), got {truth.shape}")
-    nlist = int(index.nlist)
-    measured: dict[int, float] = {}
-
-    def recall(nprobe: int) -> float:
-        if nprobe not in measured:
-            index.nprobe = nprobe
-            measured[nprobe] = recall_at_k(index.search(queries, k)[1], truth, k)
-        return measured[nprobe]
-
-    failing, passing = 0, 1
-    while recall(passing) < target_recall and passing < nlist:
-        if failing >= 2 and recall(passing) - recall(failing // 2) < 1e-4:
-            break  # flat over two doublings: a compression ceiling, not an nprobe problem
-        failing, passing = passing, min(2 * passing, nlist)
-    reached = recall(passing) >= target_recall
-    if reached:
-        while passing - failing > 1:
-            mid = (failing + passing) // 2
-            if recall(mid) >= target_recall:
-                passing = mid
-            else:
-                failing = mid
-    else:  # unreachable (PQ's ceiling): the smallest nprobe on the plateau of the best
-        top = max(measured.values())
-        passing = min(p for p, r in measured.items() if r >= top - 0.002)
-    index.nprobe = passing
-    return NprobeTuning(passing, measured[passing], reached, tuple(sorted(measured.items())))

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
+from tests.vision.conftest import D, exact_topk, unit
 from vision.index import (
     FLAT_MAX,
     BinaryVectorIndex,
@@ -18,53 +19,9 @@ from vision.index import (
     choose_factory,
     group_by_product,
     load_index,
-    recall_at_k,
-    tune_nprobe,
 )
 
-D = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def clustered(n: int, seed: int, clusters: int = 40) -> np.ndarray:
-    """Points around a few centres, so that IVF lists mean something."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, D))
-    return unit(centres[rng.integers(clusters, size=n)] + 0.3 * rng.standard_normal((n, D)))
-
-
-def exact_topk(db: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    return ids[np.argsort(-(queries @ db.T), axis=1, kind="stable")[:, :k]]
-
-
-@pytest.fixture(scope="module")
-def data():
-    db = clustered(3000, seed=1)
-    ids = np.arange(3000, dtype=np.int64) * 7 + 100  # primary keys, not positions
-    # Each query is a database vector nudged by ~2 degrees: its nearest neighbour is that
-    # vector (random 32-d clusters never put two vectors that close).
-    rng = np.random.default_rng(2)
-    targets = rng.choice(3000, 50, replace=False)
-    queries = unit(db[targets] + 0.03 * rng.standard_normal((50, D)) / np.sqrt(D))
-    return db, ids, queries, ids[targets]
-
-
-@pytest.fixture(scope="module")
-def ivf(data):
-    db, ids, _, _ = data
-    return VectorIndex.build(db, ids, factory="IVF16,Flat", version="emb-v1")
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 # ---------------------------------------------------------------------------- factories
@@ -359,32 +316,3 @@ def test_group_by_product_keeps_each_products_best_image():
     assert grouped == [(1, pytest.approx(0.95), 11), (2, pytest.approx(0.90), 21), (3, pytest.approx(0.90), 31)]
     assert group_by_product(scores[0], ids[0], image_to_product.get, k=2) == grouped[:2]
     assert group_by_product(scores, np.full_like(ids, -1), image_to_product, k=3) == []
-
-
-def test_recall_at_k_counts_the_true_top_k():
-    truth = np.array([[1, 2, 3], [4, 5, -1]])
-    found = np.array([[3, 9, 1], [5, 4, 8]])
-    assert recall_at_k(found, truth, 3) == pytest.approx((2 / 3 + 1.0) / 2)
-
-
-def test_tune_nprobe_finds_the_smallest_sufficient_nprobe(data, ivf):
-    db, ids, _, _ = data
-    queries = unit(clustered(200, seed=3) + 0.2 * np.random.default_rng(4).standard_normal((200, D)))
-    truth = exact_topk(db, ids, queries, 10)
-    tuning = tune_nprobe(ivf, queries, truth, target_recall=0.9, k=10)
-    assert tuning.reached and ivf.nprobe == tuning.nprobe and tuning.recall >= 0.9
-    curve = dict(tuning.tried)
-    if tuning.nprobe > 1:
-        ivf.nprobe = tuning.nprobe - 1
-        assert recall_at_k(ivf.search(queries, 10)[1], truth, 10) < 0.9
-    assert curve[tuning.nprobe] == pytest.approx(tuning.recall)
-    with pytest.raises(ValueError):
-        tune_nprobe(VectorIndex.build(db, ids), queries, truth)
-
-
-def test_tune_nprobe_reports_an_unreachable_target(data, ivf):
-    db, ids, queries, _ = data
-    truth = exact_topk(db, ids, queries, 10)
-    tuning = tune_nprobe(ivf, queries, truth, target_recall=1.01, k=10)
-    assert not tuning.reached
-    assert tuning.recall == pytest.approx(1.0) and ivf.nprobe == tuning.nprobe <= ivf.nlist
