@@ -6,14 +6,17 @@ Starts its own PostgreSQL (tests/services.py), migrates, imports the shared Groc
 catalog with a few review photos per product (embedded in-process), starts gunicorn on
 127.0.0.1, warms each worker up, then runs N concurrent clients for a fixed time, each
 posting real shared query photos (downscaled to 1024 px on the long side, as the upload
-page does) to /api/v1/search/. Reports throughput, latency p50/p95/p99, errors, and the
-CPU milliseconds per request spent by the web workers, PostgreSQL and the client (/proc).
+page does) to /api/v1/search/; each client keeps its session cookie, as a shopper's browser
+does (a client without one would start a new session with every search). Reports
+throughput, latency p50/p95/p99, errors, and the CPU milliseconds per request spent by
+the web workers, PostgreSQL and the client (/proc).
 All traffic stays on the loopback interface; the run is bounded in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.cookiejar
 import io
 import json
 import os
@@ -80,7 +83,7 @@ def cpu_seconds() -> dict[str, float]:
     return used
 
 
-def post(url: str, photo: bytes, timeout: float = 30) -> int:
+def post(opener: urllib.request.OpenerDirector, url: str, photo: bytes, timeout: float = 30) -> int:
     boundary = uuid.uuid4().hex
     body = (
         (
@@ -93,7 +96,7 @@ def post(url: str, photo: bytes, timeout: float = 30) -> int:
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     request = urllib.request.Request(url, data=body, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             response.read()
             return response.status
     except urllib.error.HTTPError as exc:
@@ -118,6 +121,7 @@ def main() -> None:
         "MEDIA_ROOT": str(tmp / "media"),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_SESSION_COOKIE_SECURE": "0",  # plain HTTP on the loopback
         "VISUALSHOP_SEARCH_ANON_RATE": "100000/min",
         "OMP_NUM_THREADS": "1",
     }
@@ -144,17 +148,21 @@ def main() -> None:
         _wait_port(port, 60)
         url = f"http://127.0.0.1:{port}/api/v1/search/"
         photos = [upload_bytes(p) for p in sorted(SHARED.glob("queries/*/*"))[::5]]
+
+        def shopper() -> urllib.request.OpenerDirector:  # an HTTP client with its own cookie jar
+            return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
         for _ in range(4 * args.workers):  # each worker loads its models on its first searches
-            post(url, photos[0], timeout=120)
+            post(shopper(), url, photos[0], timeout=120)
 
         latencies, statuses, lock = [], [], threading.Lock()
         deadline = time.monotonic() + args.seconds
 
         def client(seed: int) -> None:
-            rng = random.Random(seed)
+            rng, opener = random.Random(seed), shopper()
             while time.monotonic() < deadline:
                 t0 = time.perf_counter()
-                status = post(url, rng.choice(photos))
+                status = post(opener, url, rng.choice(photos))
                 with lock:
                     latencies.append((time.perf_counter() - t0) * 1000)
                     statuses.append(status)
