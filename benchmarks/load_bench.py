@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--reviews-per-product", type=int, default=5)
     parser.add_argument("--detector", default=None, help="override VISUALSHOP_SEARCH_DETECTOR")
+    parser.add_argument("--nanodet-size", type=int, default=None, help="override VISUALSHOP_SEARCH_NANODET_SIZE")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -127,6 +128,8 @@ def main() -> None:
     }
     if args.detector:
         env["VISUALSHOP_SEARCH_DETECTOR"] = args.detector
+    if args.nanodet_size:
+        env["VISUALSHOP_SEARCH_NANODET_SIZE"] = str(args.nanodet_size)
     server = None
     try:
         run = lambda *cmd: subprocess.run([sys.executable, "manage.py", *cmd], cwd=ROOT, env=env, check=True)  # noqa: E731
@@ -181,6 +184,7 @@ def main() -> None:
             "clients": args.clients,
             "seconds": round(elapsed, 1),
             "detector": env.get("VISUALSHOP_SEARCH_DETECTOR", "nanodet"),
+            "nanodet_size": int(env.get("VISUALSHOP_SEARCH_NANODET_SIZE", 384)),
             "requests": len(statuses),
             "errors": errors,
             "throughput_rps": round(len(statuses) / elapsed, 2),

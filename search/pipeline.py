@@ -15,16 +15,18 @@ _cached: tuple[LiveIndex, object] | None = None
 
 
 @functools.cache
-def detector_load(name: str):
+def detector_load(name: str, **options):
     from vision.detect import make_detector
 
-    return make_detector(name)
+    return make_detector(name, **options)
 
 
 def search_config():
     from vision.pipeline import SearchConfig
 
-    return SearchConfig(detector=settings.SEARCH_DETECTOR, max_side=settings.SEARCH_MAX_SIDE)
+    return SearchConfig(
+        detector=settings.SEARCH_DETECTOR, nanodet_size=settings.SEARCH_NANODET_SIZE, max_side=settings.SEARCH_MAX_SIDE
+    )
 
 
 def search_pipeline() -> tuple[object, LiveIndex]:
@@ -40,7 +42,7 @@ def search_pipeline() -> tuple[object, LiveIndex]:
     with _lock:
         config = search_config()
         pipeline = SearchPipeline(
-            detector_load(config.detector),
+            detector_load(config.detector, **config.detector_options()),
             embedder_load(live.embedder.name),
             live.index,
             live.image_to_product,

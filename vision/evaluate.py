@@ -289,7 +289,7 @@ def evaluate_folder(
     if isinstance(detector, str):
         config = replace(config, detector=detector)
         detector = None
-    det = make_detector(config.detector) if detector is None else detector
+    det = make_detector(config.detector, **config.detector_options()) if detector is None else detector
     detector_name = getattr(det, "name", type(det).__name__)
     emb = make_embedder(embedder) if isinstance(embedder, str) else embedder
     # The report's config says what ran; at least 10 products per query so recall@10 is measurable.

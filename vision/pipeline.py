@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from vision.detect import (
+    NANODET_INPUT_SIZE,
     USER_LABEL,
     WHOLE_IMAGE_LABEL,
     Box,
@@ -85,6 +86,9 @@ class SearchConfig:
     work_side: int = 512
     min_crop_side: int = 256
     detector: str = "nanodet"
+    # NanoDet's input side (a multiple of 32): the largest cost of a search. Smaller is
+    # cheaper and finds the product's box less often (README, "Search quality" and "Load").
+    nanodet_size: int = NANODET_INPUT_SIZE
     box_choice: BoxChoice = field(default_factory=lambda: DEFAULT_BOX_CHOICE)
     ignore_labels: tuple[str, ...] = ("person",)  # never chosen automatically: not products
     crop_pad: float = 0.25  # context added around a crop, as a fraction of the box side
@@ -104,6 +108,12 @@ class SearchConfig:
             raise ValueError("the whole-image candidate cannot be ignored: it is the fallback")
         if self.top_n < 1 or self.k < 1:
             raise ValueError("top_n and k must be >= 1")
+        if self.nanodet_size < 64 or self.nanodet_size % 32:
+            raise ValueError(f"nanodet_size must be a multiple of 32 from 64, got {self.nanodet_size}")
+
+    def detector_options(self) -> dict[str, Any]:
+        """What :func:`vision.detect.make_detector` takes besides ``detector``."""
+        return {"input_size": self.nanodet_size} if self.detector == "nanodet" else {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,7 +203,8 @@ class SearchPipeline:
         image_to_product: Mapping[int, int] | Callable[[int], int | None],
         reranker: Reranker | None = None,
     ) -> SearchPipeline:
-        return cls(make_detector(config.detector), embedder, index, image_to_product, config, reranker)
+        detector = make_detector(config.detector, **config.detector_options())
+        return cls(detector, embedder, index, image_to_product, config, reranker)
 
     # ------------------------------------------------------------------ stages
 

@@ -228,6 +228,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBIL
 SEARCH_PHOTO_RETENTION_DAYS = env.int("VISUALSHOP_SEARCH_PHOTO_RETENTION_DAYS", default=30)
 SEARCH_DETECTOR = env.str("VISUALSHOP_SEARCH_DETECTOR", default="nanodet")
 SEARCH_MAX_SIDE = env.int("VISUALSHOP_SEARCH_MAX_SIDE", default=1024)
+SEARCH_NANODET_SIZE = env.int("VISUALSHOP_SEARCH_NANODET_SIZE", default=384)
 # CTR reranking (ranking/live.py): how often a web process checks which ranker is live;
 # a visual similarity at or above EXACT_MATCH keeps its place at the top; the weight of
 # visual similarity added to the model's logit; the freshness boost (logit units) of a

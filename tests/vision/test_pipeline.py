@@ -246,6 +246,14 @@ def test_config_round_trips_through_a_dict():
         SearchConfig(k=0)
 
 
+def test_nanodet_size_reaches_nanodet_only():
+    assert SearchConfig(nanodet_size=320).detector_options() == {"input_size": 320}
+    assert SearchConfig(detector="none", nanodet_size=320).detector_options() == {}
+    for bad in (300, 32, 0):
+        with pytest.raises(ValueError, match="multiple of 32"):
+            SearchConfig(nanodet_size=bad)
+
+
 # --------------------------------------------------------------------------- crop helper
 
 
