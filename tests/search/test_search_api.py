@@ -210,6 +210,21 @@ def test_query_photos_are_deleted_after_the_retention_period(client, shop, setti
     assert old_q.impressions.exists()  # the statistics stay
 
 
+@pytest.mark.weights
+def test_the_2_core_setting_searches_with_the_ssd_detector(client, shop, settings):
+    # Given the detector that README's Production section sets on 2-core web servers
+    settings.SEARCH_DETECTOR = "ssd_oidv4"
+    carton = Path(__file__).resolve().parents[3] / "shared/datasets/grocery-store/catalog/Bravo-Apple-Juice"
+    # When a shopper searches with a photo of a juice carton
+    response = client.post(URL, {"image": upload((carton / "Bravo-Apple-Juice_Iconic.jpg").read_bytes(), "q.jpg")})
+    # Then SSD's box around the carton is offered and logged, and products come back
+    body = response.json()
+    assert response.status_code == 200, body
+    assert [b["label"] for b in body["boxes"]][:1] == ["bottle"]
+    assert SearchQuery.objects.get(pk=body["query_id"]).boxes[0]["label"] == "bottle"
+    assert len(body["results"]) == len(shop)
+
+
 def test_expired_sessions_are_deleted_and_live_ones_kept(shop):
     from datetime import timedelta
 
