@@ -155,7 +155,7 @@ def main() -> None:
         def shopper() -> urllib.request.OpenerDirector:  # an HTTP client with its own cookie jar
             return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
-        for _ in range(4 * args.workers):  # each worker loads its models on its first searches
+        for _ in range(4 * args.workers):  # models load at worker start (gunicorn.conf.py); this warms the rest
             post(shopper(), url, photos[0], timeout=120)
 
         latencies, statuses, lock = [], [], threading.Lock()
