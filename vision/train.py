@@ -105,6 +105,7 @@ class TrainConfig:
     backbone_lr: float = 1e-4  # the trained backbone blocks
     weight_decay: float = 1e-4
     margin: float = 0.2
+    crop_scale: float = 0.35  # the smallest share of a photo that a training crop covers
     mining: str = "batch_hard"  # or "semi_hard"
     batchnorm: str = "frozen"  # "frozen": pretrained statistics; "train": batch statistics while training
     catalog_share: float = 0.5  # chance that a class in a batch brings one of its catalog images
@@ -124,6 +125,8 @@ class TrainConfig:
             raise ValueError("nothing to train: steps and head_warmup_steps are both 0")
         if self.head_warmup_views < 1:
             raise ValueError("head_warmup_views must be at least 1")
+        if not 0 < self.crop_scale <= 1:
+            raise ValueError("crop_scale must be in (0, 1]")
 
     @property
     def batch_size(self) -> int:
@@ -162,13 +165,14 @@ class TrainResult:
         )
 
 
-def augmentation(preprocess: Preprocess) -> T.Compose:
-    """Light augmentation for shoppers' photos: a random part of the product, a little
-    light and colour change. No flips: packaging text is never mirrored in a photo."""
+def augmentation(preprocess: Preprocess, crop_scale: float = 0.35) -> T.Compose:
+    """Light augmentation for shoppers' photos: a random part of the product (at least
+    ``crop_scale`` of the photo), a little light and colour change. No flips: packaging
+    text is never mirrored in a photo."""
     return T.Compose(
         [
             T.Resize(preprocess.resize, antialias=True),
-            T.RandomResizedCrop(preprocess.size, scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            T.RandomResizedCrop(preprocess.size, scale=(crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
             T.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.02),
         ]
     )
@@ -227,7 +231,11 @@ def _cache_views(
     rng_state = torch.random.get_rng_state()
     torch.manual_seed(cfg.seed)
     run_frozen = _frozen_runner(frozen, preprocess)
-    plain, augment, to_tensor = preprocess.geometry_transform(), augmentation(preprocess), preprocess.tensor_transform()
+    plain, augment, to_tensor = (
+        preprocess.geometry_transform(),
+        augmentation(preprocess, cfg.crop_scale),
+        preprocess.tensor_transform(),
+    )
     chunks: list[torch.Tensor] = []
     kept: list[int] = []
     skipped: list[str] = []
@@ -408,7 +416,7 @@ def train(
     else:
         images, kept, skipped = _decode_all(photos, preprocess, progress)
         run_frozen = _frozen_runner(frozen, preprocess)
-        augment, to_tensor = augmentation(preprocess), preprocess.tensor_transform()
+        augment, to_tensor = augmentation(preprocess, cfg.crop_scale), preprocess.tensor_transform()
 
         def inputs(rows: list[int]) -> torch.Tensor:
             with torch.no_grad():

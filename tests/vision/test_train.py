@@ -68,6 +68,8 @@ def test_config_refuses_nonsense():
         TrainConfig(per_class=1)
     with pytest.raises(ValueError):
         TrainConfig(batchnorm="sometimes")
+    with pytest.raises(ValueError):
+        TrainConfig(crop_scale=0)
 
 
 def test_split_backbone_keeps_the_full_network():
@@ -157,3 +159,36 @@ def test_head_warm_up_alone_trains_the_head_and_leaves_the_backbone():
     untouched, _ = build_backbone("mobilenet_v2", weights=None, seed=cfg.seed)
     for key, value in untouched.state_dict().items():
         assert torch.equal(value, result.embedder.net.backbone.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("batchnorm", ["train", "frozen"])
+def test_batchnorm_statistics_adapt_in_the_trained_blocks_only_when_asked(batchnorm):
+    from vision.embed import build_backbone
+
+    torch.set_num_threads(1)
+    photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(3) for j in range(3)]
+    cfg = TrainConfig(
+        steps=3, head_warmup_steps=0, classes_per_batch=2, per_class=2, views=0, head_dim=8, batchnorm=batchnorm
+    )
+    result = train(photos, config=cfg, pretrained_weights=None)
+    before, _ = build_backbone("mobilenet_v2", weights=None, seed=cfg.seed)
+    old, new = before.state_dict(), result.embedder.net.backbone.state_dict()
+    frozen_block, trained_block = "features.13.conv.0.1.running_mean", "features.14.conv.0.1.running_mean"
+    assert torch.equal(old[frozen_block], new[frozen_block])
+    assert torch.equal(old[trained_block], new[trained_block]) == (batchnorm == "frozen")
+
+
+def test_distinct_split_holds_out_each_products_outlying_photos():
+    from benchmarks.train_bench import distinct_split
+
+    rng = np.random.default_rng(0)
+    vectors, labels, outliers = [], [], []
+    for product in range(2):
+        centre, far = rng.normal(size=8), rng.normal(size=8)
+        for i in range(20):
+            outlier = i in (3, 11)  # file order says nothing about which photos stand apart
+            vectors.append((far if outlier else centre) + 0.05 * rng.normal(size=8))
+            labels.append(product)
+            outliers.append(outlier)
+    held = distinct_split(np.asarray(vectors), labels, share=0.1, groups=2)
+    assert held.tolist() == outliers
