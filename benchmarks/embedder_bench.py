@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--views", type=int, help="cached crops per photo; 0: a fresh crop at every step")
     ap.add_argument("--train-from", type=int, help="first trained backbone block (features[N:])")
+    ap.add_argument("--batchnorm", choices=("frozen", "train"), help="BatchNorm statistics while training")
     ap.add_argument("--detector", default=None, help="search detector for the evaluation (default: the platform's)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -65,7 +66,7 @@ def main() -> None:
     pretrained = embedder_active()
     print(f"imported and embedded {embedded} photos in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    overrides = {"steps": args.steps, "views": args.views, "train_from": args.train_from}
+    overrides = {"steps": args.steps, "views": args.views, "train_from": args.train_from, "batchnorm": args.batchnorm}
     config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
     t1 = time.perf_counter()
     outcome = training.embedder_learn(config=config, activate=True, progress=progress)

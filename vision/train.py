@@ -107,7 +107,11 @@ class TrainConfig:
     margin: float = 0.2
     crop_scale: float = 0.35  # the smallest share of a photo that a training crop covers
     mining: str = "batch_hard"  # or "semi_hard"
-    batchnorm: str = "frozen"  # "frozen": pretrained statistics; "train": batch statistics while training
+    # "frozen": the pretrained statistics; "train": batch statistics while training, running
+    # averages updated for inference. "train" scored 2-3 points higher catalog-only on each
+    # product's least typical review photos (benchmarks/train_bench.py --split distinct) but
+    # lower on the query photos (README): within the spread between seeds, so not adopted.
+    batchnorm: str = "frozen"
     catalog_share: float = 0.5  # chance that a class in a batch brings one of its catalog images
     hard_negative_share: float = 0.25  # share of batches seeded from logged hard negatives
     seed: int = 0
