@@ -38,6 +38,13 @@ def main() -> None:
     ap.add_argument("--views", type=int, help="cached crops per photo; 0: a fresh crop at every step")
     ap.add_argument("--train-from", type=int, help="first trained backbone block (features[N:])")
     ap.add_argument("--batchnorm", choices=("frozen", "train"), help="BatchNorm statistics while training")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other TrainConfig field (repeatable), e.g. --set fine_tune_share=0.6",
+    )
     ap.add_argument("--detector", default=None, help="search detector for the evaluation (default: the platform's)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -50,7 +57,7 @@ def main() -> None:
     from search.embedding import embedder_active
     from search.pipeline import search_config
     from vision.evaluate import evaluate_folder
-    from vision.train import TrainConfig
+    from vision.train import TrainConfig, parse_overrides
 
     torch.set_num_threads(args.threads)
     last = [0.0]
@@ -66,8 +73,12 @@ def main() -> None:
     pretrained = embedder_active()
     print(f"imported and embedded {embedded} photos in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    overrides = {"steps": args.steps, "views": args.views, "train_from": args.train_from, "batchnorm": args.batchnorm}
-    config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    flags = {"steps": args.steps, "views": args.views, "train_from": args.train_from, "batchnorm": args.batchnorm}
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as exc:
+        raise SystemExit(f"--set: {exc}") from exc
+    config = TrainConfig(**{k: v for k, v in flags.items() if v is not None}, **overrides)
     t1 = time.perf_counter()
     outcome = training.embedder_learn(config=config, activate=True, progress=progress)
     learn_seconds = time.perf_counter() - t1

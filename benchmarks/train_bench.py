@@ -1,7 +1,8 @@
 """Fine-tune the embedder on a catalog folder and measure it on held-out review photos.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py [--steps 600] [--threads 1]
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py --split distinct --views 0 [--set FIELD=VALUE ...]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py --split distinct --views 0 \
+        [--set FIELD=VALUE ...] [--blends 0,0.5]
 
 Trains on catalog/ plus the review photos outside a held-out split, then reports recall
 on the held-out photos for the pretrained and the fine-tuned embedder, with and without
@@ -24,7 +25,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -62,20 +62,6 @@ def distinct_split(vectors: np.ndarray, labels: Sequence[int], share: float = 0.
     return held
 
 
-def config_overrides(pairs: Sequence[str]) -> dict:
-    """``FIELD=VALUE`` strings as TrainConfig keyword arguments, each value parsed as its field's type."""
-    from vision.train import TrainConfig
-
-    types = {f.name: type(getattr(TrainConfig(), f.name)) for f in fields(TrainConfig)}
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or name not in types:
-            raise SystemExit(f"--set wants FIELD=VALUE with a TrainConfig field, got {pair!r}")
-        out[name] = types[name](value)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, default=SHARED)
@@ -105,6 +91,11 @@ def main() -> None:
     )
     ap.add_argument("--backbone-lr", type=float, default=1e-4)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument(
+        "--blends",
+        help="comma-separated shares of the fine-tuning to measure as well (TrainConfig.fine_tune_share), "
+        "all from the one run, e.g. 0,0.5,0.75",
+    )
     ap.add_argument("--no-eval", action="store_true", help="training speed only: skip the recall measurements")
     ap.add_argument("--no-pretrained", action="store_true", help="skip measuring the pretrained embedder")
     ap.add_argument("--limit", type=int, help="train on this many review photos (evenly spread): speed runs")
@@ -116,7 +107,12 @@ def main() -> None:
 
     from vision.embed import make_embedder
     from vision.evaluate import scan_folder
-    from vision.train import Photo, TrainConfig, embed_photos, is_held_out, recall_at, train
+    from vision.train import Photo, TrainConfig, embed_photos, is_held_out, parse_overrides, recall_at, train
+
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as exc:
+        raise SystemExit(f"--set: {exc}") from exc
 
     torch.set_num_threads(args.threads)
     folder = scan_folder(args.folder)
@@ -177,7 +173,7 @@ def main() -> None:
             for k in ("head_warmup_steps", "head_warmup_lr", "batchnorm")
             if getattr(args, k) is not None
         },
-        **config_overrides(args.set),
+        **overrides,
     )
     last = [0.0]
 
@@ -192,6 +188,9 @@ def main() -> None:
     if not args.no_eval:
         report["fine_tuned"] = measure(result.embedder)
         print("fine-tuned", json.dumps(report["fine_tuned"]), flush=True)
+        for share in [float(x) for x in args.blends.split(",")] if args.blends else []:
+            report.setdefault("blends", {})[str(share)] = measured = measure(result.blended(share))
+            print(f"share {share}", json.dumps(measured), flush=True)
     print("timings", json.dumps(result.timings))
     if args.save:
         result.save(args.save, metrics={"held_out": report.get("fine_tuned")})

@@ -27,12 +27,13 @@ arguments, the loss history and the timings; :func:`vision.embed.make_embedder` 
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,11 @@ class TrainConfig:
     # product's least typical review photos (benchmarks/train_bench.py --split distinct) but
     # lower on the query photos (README): within the spread between seeds, so not adopted.
     batchnorm: str = "frozen"
+    # Share of the fine-tuning's weight change kept: the weights end at warmed-up +
+    # share x (fine-tuned - warmed-up), as WiSE-FT (Wortsman et al., 2022) mixes a
+    # fine-tuned network with the one it started from. Below 1 keeps more of the pretrained
+    # features, which carry over to photos unlike the training ones; 1: as fine-tuned.
+    fine_tune_share: float = 1.0
     catalog_share: float = 0.5  # chance that a class in a batch brings one of its catalog images
     hard_negative_share: float = 0.25  # share of batches seeded from logged hard negatives
     seed: int = 0
@@ -131,6 +137,8 @@ class TrainConfig:
             raise ValueError("head_warmup_views must be at least 1")
         if not 0 < self.crop_scale <= 1:
             raise ValueError("crop_scale must be in (0, 1]")
+        if not 0 <= self.fine_tune_share <= 1:
+            raise ValueError("fine_tune_share must be in [0, 1]")
 
     @property
     def batch_size(self) -> int:
@@ -142,14 +150,68 @@ class TrainConfig:
         return max(1, self.views)
 
 
+def config_field_types() -> dict[str, type]:
+    """Each TrainConfig field's type, as its default has it: command-line values parse with it."""
+    defaults = TrainConfig()
+    return {f.name: type(getattr(defaults, f.name)) for f in fields(TrainConfig)}
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` strings as TrainConfig keyword arguments, each value parsed as its
+    field's type (the benchmarks' ``--set``)."""
+    types = config_field_types()
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in types:
+            raise ValueError(f"want FIELD=VALUE with a TrainConfig field, got {pair!r}")
+        out[name] = types[name](value)
+    return out
+
+
+State = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]  # (backbone, head) state dicts
+
+
+def _snapshot(backbone: nn.Module, head: nn.Module) -> State:
+    return tuple({k: v.detach().clone() for k, v in m.state_dict().items()} for m in (backbone, head))  # type: ignore[return-value]
+
+
+def blend_states(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], share: float) -> dict[str, torch.Tensor]:
+    """``start + share * (end - start)`` for floating-point tensors (exactly ``start`` at 0 and
+    ``end`` at 1); the others (BatchNorm's batch counters) from ``end``."""
+    return {k: torch.lerp(start[k], v, share) if v.is_floating_point() else v for k, v in end.items()}
+
+
 @dataclass
 class TrainResult:
-    embedder: TorchvisionEmbedder
+    embedder: TorchvisionEmbedder  # with config.fine_tune_share of the fine-tuning
     config: TrainConfig
     photos: int
     skipped: list[str]  # sources that could not be decoded
     loss_history: list[tuple[int, float]]  # (step, mean loss over the last stretch)
     timings: dict[str, float] = field(default_factory=dict)
+    # The weights after the head's warm-up and after fine-tuning (None without fine-tuning).
+    endpoints: tuple[State, State] | None = None
+
+    def blended(self, share: float) -> TorchvisionEmbedder:
+        """The embedder with ``share`` of the fine-tuning's weight change: 1, the fine-tuned
+        network; 0, the warmed-up head on the pretrained network."""
+        if not 0 <= share <= 1:
+            raise ValueError("share must be in [0, 1]")
+        if self.endpoints is None:
+            return self.embedder
+        (bb0, h0), (bb1, h1) = self.endpoints
+        head = copy.deepcopy(self.embedder.net.head)
+        head.load_state_dict(blend_states(h0, h1, share))
+        embedder = TorchvisionEmbedder(
+            self.config.arch,
+            projection=head,
+            preprocess=self.embedder.preprocess,
+            weights=None,
+            backbone_state=blend_states(bb0, bb1, share),
+        )
+        embedder.weights_name = self.embedder.weights_name
+        return embedder
 
     def save(self, path: str | Path, *, metrics: dict[str, Any] | None = None) -> Path:
         net = self.embedder.net
@@ -451,6 +513,7 @@ def train(
     t_warmup = time.perf_counter() - t1
 
     history: list[tuple[int, float]] = []
+    warmed = _snapshot(backbone, head) if cfg.steps else None
     t2 = time.perf_counter()
     if cfg.steps:
         # Frozen: BatchNorm keeps its pretrained statistics (gradients still flow); train:
@@ -471,6 +534,10 @@ def train(
 
     head.eval()
     trained.eval()
+    endpoints = (warmed, _snapshot(backbone, head)) if warmed else None
+    if endpoints and cfg.fine_tune_share < 1:
+        backbone.load_state_dict(blend_states(endpoints[0][0], endpoints[1][0], cfg.fine_tune_share))
+        head.load_state_dict(blend_states(endpoints[0][1], endpoints[1][1], cfg.fine_tune_share))
     embedder = TorchvisionEmbedder(
         cfg.arch,
         projection=head,
@@ -492,7 +559,7 @@ def train(
         timings["seconds_per_step"] = round(t_train / cfg.steps, 4)
         # An epoch: as many photos as the training set holds, drawn in batches.
         timings["seconds_per_epoch"] = round(t_train / cfg.steps * steps_per_epoch, 2)
-    return TrainResult(embedder, cfg, len(kept_photos), skipped, history or warmup_history, timings)
+    return TrainResult(embedder, cfg, len(kept_photos), skipped, history or warmup_history, timings, endpoints)
 
 
 def recall_at(
@@ -541,8 +608,11 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "augmentation",
+    "blend_states",
+    "config_field_types",
     "embed_photos",
     "is_held_out",
+    "parse_overrides",
     "recall_at",
     "split_backbone",
     "train",

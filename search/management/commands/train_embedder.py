@@ -1,10 +1,8 @@
-from dataclasses import fields
-
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from search import training
-from vision.train import TrainConfig
+from vision.train import TrainConfig, config_field_types
 
 
 class Command(BaseCommand):
@@ -16,17 +14,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         defaults = TrainConfig()
-        for f in fields(TrainConfig):
+        for name, kind in config_field_types().items():
             parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                type=type(getattr(defaults, f.name)),
-                default=getattr(defaults, f.name),
-                help=f"default {getattr(defaults, f.name)}",
+                f"--{name.replace('_', '-')}",
+                type=kind,
+                default=getattr(defaults, name),
+                help=f"default {getattr(defaults, name)}",
             )
         parser.add_argument("--activate", action="store_true", help="switch to the new version if it passes the gate")
 
     def handle(self, *args, activate: bool, **options):
-        config = TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig)})
+        config = TrainConfig(**{name: options[name] for name in config_field_types()})
         bars: dict[str, tqdm] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
