@@ -43,7 +43,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="any other TrainConfig field (repeatable), e.g. --set fine_tune_share=0.6",
+        help="any other TrainConfig field (repeatable), e.g. --set soup=2",
     )
     ap.add_argument("--detector", default=None, help="search detector for the evaluation (default: the platform's)")
     ap.add_argument("--json", type=Path)

@@ -1,8 +1,7 @@
 """Fine-tune the embedder on a catalog folder and measure it on held-out review photos.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py [--steps 600] [--threads 1]
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py --split distinct --views 0 \
-        [--set FIELD=VALUE ...] [--blends 0,0.5]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py --split distinct --views 0 [--set FIELD=VALUE ...]
 
 Trains on catalog/ plus the review photos outside a held-out split, then reports recall
 on the held-out photos for the pretrained and the fine-tuned embedder, with and without
@@ -91,11 +90,6 @@ def main() -> None:
     )
     ap.add_argument("--backbone-lr", type=float, default=1e-4)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument(
-        "--blends",
-        help="comma-separated shares of the fine-tuning to measure as well (TrainConfig.fine_tune_share), "
-        "all from the one run, e.g. 0,0.5,0.75",
-    )
     ap.add_argument("--no-eval", action="store_true", help="training speed only: skip the recall measurements")
     ap.add_argument("--no-pretrained", action="store_true", help="skip measuring the pretrained embedder")
     ap.add_argument("--limit", type=int, help="train on this many review photos (evenly spread): speed runs")
@@ -188,9 +182,9 @@ def main() -> None:
     if not args.no_eval:
         report["fine_tuned"] = measure(result.embedder)
         print("fine-tuned", json.dumps(report["fine_tuned"]), flush=True)
-        for share in [float(x) for x in args.blends.split(",")] if args.blends else []:
-            report.setdefault("blends", {})[str(share)] = measured = measure(result.blended(share))
-            print(f"share {share}", json.dumps(measured), flush=True)
+        for k, state in enumerate(result.members):  # with --set soup=N: each run before averaging
+            report.setdefault("members", []).append(measured := measure(result.embedder_with(state)))
+            print(f"run {k + 1} of the soup", json.dumps(measured), flush=True)
     print("timings", json.dumps(result.timings))
     if args.save:
         result.save(args.save, metrics={"held_out": report.get("fine_tuned")})

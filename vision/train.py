@@ -33,7 +33,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +113,10 @@ class TrainConfig:
     # product's least typical review photos (benchmarks/train_bench.py --split distinct) but
     # lower on the query photos (README): within the spread between seeds, so not adopted.
     batchnorm: str = "frozen"
-    # Share of the fine-tuning's weight change kept: the weights end at warmed-up +
-    # share x (fine-tuned - warmed-up), as WiSE-FT (Wortsman et al., 2022) mixes a
-    # fine-tuned network with the one it started from. Below 1 keeps more of the pretrained
-    # features, which carry over to photos unlike the training ones; 1: as fine-tuned.
-    fine_tune_share: float = 1.0
+    # Fine-tuning runs from the one warmed-up head, each with its own batches and crops,
+    # whose weights are then averaged (a "model soup", Wortsman et al., 2022): the average
+    # varies less from seed to seed than one run does. Each run takes ``steps`` steps.
+    soup: int = 1
     catalog_share: float = 0.5  # chance that a class in a batch brings one of its catalog images
     hard_negative_share: float = 0.25  # share of batches seeded from logged hard negatives
     seed: int = 0
@@ -137,8 +136,8 @@ class TrainConfig:
             raise ValueError("head_warmup_views must be at least 1")
         if not 0 < self.crop_scale <= 1:
             raise ValueError("crop_scale must be in (0, 1]")
-        if not 0 <= self.fine_tune_share <= 1:
-            raise ValueError("fine_tune_share must be in [0, 1]")
+        if self.soup < 1:
+            raise ValueError("soup must be at least 1")
 
     @property
     def batch_size(self) -> int:
@@ -176,39 +175,34 @@ def _snapshot(backbone: nn.Module, head: nn.Module) -> State:
     return tuple({k: v.detach().clone() for k, v in m.state_dict().items()} for m in (backbone, head))  # type: ignore[return-value]
 
 
-def blend_states(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], share: float) -> dict[str, torch.Tensor]:
-    """``start + share * (end - start)`` for floating-point tensors (exactly ``start`` at 0 and
-    ``end`` at 1); the others (BatchNorm's batch counters) from ``end``."""
-    return {k: torch.lerp(start[k], v, share) if v.is_floating_point() else v for k, v in end.items()}
+def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of each floating-point tensor; the others (BatchNorm's batch counters) from the first."""
+    return {
+        k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v for k, v in states[0].items()
+    }
 
 
 @dataclass
 class TrainResult:
-    embedder: TorchvisionEmbedder  # with config.fine_tune_share of the fine-tuning
+    embedder: TorchvisionEmbedder
     config: TrainConfig
     photos: int
     skipped: list[str]  # sources that could not be decoded
     loss_history: list[tuple[int, float]]  # (step, mean loss over the last stretch)
     timings: dict[str, float] = field(default_factory=dict)
-    # The weights after the head's warm-up and after fine-tuning (None without fine-tuning).
-    endpoints: tuple[State, State] | None = None
+    members: list[State] = field(default_factory=list)  # each fine-tuning run's weights, with a soup
 
-    def blended(self, share: float) -> TorchvisionEmbedder:
-        """The embedder with ``share`` of the fine-tuning's weight change: 1, the fine-tuned
-        network; 0, the warmed-up head on the pretrained network."""
-        if not 0 <= share <= 1:
-            raise ValueError("share must be in [0, 1]")
-        if self.endpoints is None:
-            return self.embedder
-        (bb0, h0), (bb1, h1) = self.endpoints
+    def embedder_with(self, state: State) -> TorchvisionEmbedder:
+        """This result's embedder with other weights (one of ``members``)."""
+        backbone_state, head_state = state
         head = copy.deepcopy(self.embedder.net.head)
-        head.load_state_dict(blend_states(h0, h1, share))
+        head.load_state_dict(head_state)
         embedder = TorchvisionEmbedder(
             self.config.arch,
             projection=head,
             preprocess=self.embedder.preprocess,
             weights=None,
-            backbone_state=blend_states(bb0, bb1, share),
+            backbone_state=backbone_state,
         )
         embedder.weights_name = self.embedder.weights_name
         return embedder
@@ -490,7 +484,8 @@ def train(
 
     t_cache = time.perf_counter() - t0
     kept_photos = [photos[i] for i in kept]
-    sampler = BatchSampler([p.label for p in kept_photos], [p.kind for p in kept_photos], hard_negatives, cfg)
+    sampler_labels, sampler_kinds = [p.label for p in kept_photos], [p.kind for p in kept_photos]
+    sampler = BatchSampler(sampler_labels, sampler_kinds, hard_negatives, cfg)
 
     loss_fn, miner = _loss_and_miner(cfg)
 
@@ -513,31 +508,41 @@ def train(
     t_warmup = time.perf_counter() - t1
 
     history: list[tuple[int, float]] = []
-    warmed = _snapshot(backbone, head) if cfg.steps else None
+    members: list[State] = []
     t2 = time.perf_counter()
     if cfg.steps:
-        # Frozen: BatchNorm keeps its pretrained statistics (gradients still flow); train:
-        # batch statistics, and running averages updated for inference.
-        trained.train(cfg.batchnorm == "train")
-        for p in trained.parameters():
-            p.requires_grad_(True)
-        head.train()
-        params = [
-            {"params": list(trained.parameters()), "lr": cfg.backbone_lr},
-            {"params": list(head.parameters()), "lr": cfg.lr},
-        ]
-        opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
-        history = _optimise(
-            lambda rows: head(trained(inputs(rows))), opt, cfg.steps, sampler, loss_fn, miner, "train", progress
-        )
+        warmed = _snapshot(backbone, head) if cfg.soup > 1 else None
+        for k in range(cfg.soup):
+            if warmed and k:
+                backbone.load_state_dict(warmed[0])
+                head.load_state_dict(warmed[1])
+                sampler = BatchSampler(
+                    sampler_labels, sampler_kinds, hard_negatives, replace(cfg, seed=cfg.seed + 1000 * k)
+                )
+            # Frozen: BatchNorm keeps its pretrained statistics (gradients still flow); train:
+            # batch statistics, and running averages updated for inference.
+            trained.train(cfg.batchnorm == "train")
+            for p in trained.parameters():
+                p.requires_grad_(True)
+            head.train()
+            params = [
+                {"params": list(trained.parameters()), "lr": cfg.backbone_lr},
+                {"params": list(head.parameters()), "lr": cfg.lr},
+            ]
+            opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
+            stage = "train" if cfg.soup == 1 else f"train {k + 1}/{cfg.soup}"
+            history = _optimise(
+                lambda rows: head(trained(inputs(rows))), opt, cfg.steps, sampler, loss_fn, miner, stage, progress
+            )
+            if warmed:
+                members.append(_snapshot(backbone, head))
+        if members:
+            backbone.load_state_dict(average_states([m[0] for m in members]))
+            head.load_state_dict(average_states([m[1] for m in members]))
     t_train = time.perf_counter() - t2
 
     head.eval()
     trained.eval()
-    endpoints = (warmed, _snapshot(backbone, head)) if warmed else None
-    if endpoints and cfg.fine_tune_share < 1:
-        backbone.load_state_dict(blend_states(endpoints[0][0], endpoints[1][0], cfg.fine_tune_share))
-        head.load_state_dict(blend_states(endpoints[0][1], endpoints[1][1], cfg.fine_tune_share))
     embedder = TorchvisionEmbedder(
         cfg.arch,
         projection=head,
@@ -553,13 +558,13 @@ def train(
         "head_warmup_seconds": round(t_warmup, 2),
         "head_warmup_loss": warmup_history[-1][1] if warmup_history else None,
         "train_seconds": round(t_train, 2),
-        "epochs": round(cfg.steps / steps_per_epoch, 2),
+        "epochs": round(cfg.soup * cfg.steps / steps_per_epoch, 2),
     }
     if cfg.steps:
-        timings["seconds_per_step"] = round(t_train / cfg.steps, 4)
+        timings["seconds_per_step"] = round(t_train / (cfg.soup * cfg.steps), 4)
         # An epoch: as many photos as the training set holds, drawn in batches.
-        timings["seconds_per_epoch"] = round(t_train / cfg.steps * steps_per_epoch, 2)
-    return TrainResult(embedder, cfg, len(kept_photos), skipped, history or warmup_history, timings, endpoints)
+        timings["seconds_per_epoch"] = round(t_train / (cfg.soup * cfg.steps) * steps_per_epoch, 2)
+    return TrainResult(embedder, cfg, len(kept_photos), skipped, history or warmup_history, timings, members)
 
 
 def recall_at(
@@ -608,7 +613,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "augmentation",
-    "blend_states",
+    "average_states",
     "config_field_types",
     "embed_photos",
     "is_held_out",

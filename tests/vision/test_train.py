@@ -3,6 +3,7 @@
 import hashlib
 import io
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -178,36 +179,34 @@ def test_batchnorm_statistics_adapt_in_the_trained_blocks_only_when_asked(batchn
     assert torch.equal(old[trained_block], new[trained_block]) == (batchnorm == "frozen")
 
 
-def test_fine_tune_share_blends_the_weights_between_the_warmed_up_and_the_fine_tuned_network():
+def test_a_soup_averages_fine_tuning_runs_that_start_from_one_warmed_up_head():
     torch.set_num_threads(1)
     photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(3) for j in range(3)]
-    base = dict(steps=4, head_warmup_steps=5, classes_per_batch=2, per_class=2, views=1, head_dim=8, lr=1e-2)
-    full = train(photos, config=TrainConfig(**base), pretrained_weights=None)
-    half = train(photos, config=TrainConfig(**base, fine_tune_share=0.5), pretrained_weights=None)
+    cfg = TrainConfig(
+        steps=4, head_warmup_steps=5, classes_per_batch=2, per_class=2, views=2, head_dim=8, lr=1e-2, soup=3
+    )
+    result = train(photos, config=cfg, pretrained_weights=None)
     key = "features.14.conv.0.0.weight"
-    (start, start_head), (end, end_head) = full.endpoints
-    assert not torch.equal(start[key], end[key])
-    got = half.embedder.net.backbone.state_dict()[key]
-    assert torch.allclose(got, (start[key] + end[key]) / 2, atol=1e-6)
-    assert half.config.fine_tune_share == 0.5 and half.embedder.version != full.embedder.version
-    # the same mixes from one run: 1 is the fine-tuned network, 0 the warmed-up head on the start
-    assert full.blended(1.0).version == full.embedder.version
-    assert full.blended(0.5).version == half.embedder.version
-    warmed = full.blended(0.0)
-    assert torch.equal(warmed.net.backbone.state_dict()[key], start[key])
-    assert torch.equal(warmed.net.head.state_dict()["net.weight"], start_head["net.weight"])
+    runs = [backbone[key] for backbone, _ in result.members]
+    assert len(runs) == 3 and not torch.equal(runs[0], runs[1])  # each run saw its own batches
+    final = result.embedder.net.backbone.state_dict()
+    assert torch.allclose(final[key], torch.stack(runs).mean(0), atol=1e-6)
+    # a run alone is an embedder of its own; one run is the same training as without a soup
+    assert result.embedder_with(result.members[0]).version != result.embedder.version
+    alone = train(photos, config=replace(cfg, soup=1), pretrained_weights=None)
+    assert not alone.members
+    assert torch.allclose(alone.embedder.net.backbone.state_dict()[key], runs[0], atol=1e-6)
+    assert result.timings["epochs"] == pytest.approx(3 * alone.timings["epochs"], abs=0.02)
     with pytest.raises(ValueError):
-        TrainConfig(fine_tune_share=1.5)
-    with pytest.raises(ValueError):
-        full.blended(-0.1)
+        TrainConfig(soup=0)
 
 
 def test_overrides_parse_as_their_fields_types():
     from vision.train import parse_overrides
 
-    assert parse_overrides(["fine_tune_share=0.6", "steps=50", "batchnorm=train"]) == {
-        "fine_tune_share": 0.6,
-        "steps": 50,
+    assert parse_overrides(["soup=2", "margin=0.3", "batchnorm=train"]) == {
+        "soup": 2,
+        "margin": 0.3,
         "batchnorm": "train",
     }
     for bad in (["colour=red"], ["steps"], ["steps=many"]):
