@@ -20,6 +20,8 @@ last blocks and the projection head, on those cached activations (fp16, in memor
 Before the blocks train, the head is warmed up alone on pooled features of the frozen
 network (linear probing, then fine-tuning: the blocks start from a head that already
 separates the products, so their first gradients do not undo the pretrained features).
+With ``soup=N`` the blocks are fine-tuned N times from that head, each run on its own
+batches and crops, and the runs' weights are averaged.
 
 The result is a checkpoint (vision.embed.save_checkpoint) that carries the training
 arguments, the loss history and the timings; :func:`vision.embed.make_embedder` loads it.
@@ -172,7 +174,10 @@ State = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]  # (backbone, he
 
 
 def _snapshot(backbone: nn.Module, head: nn.Module) -> State:
-    return tuple({k: v.detach().clone() for k, v in m.state_dict().items()} for m in (backbone, head))  # type: ignore[return-value]
+    def copied(module: nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    return copied(backbone), copied(head)
 
 
 def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
