@@ -117,7 +117,8 @@ class TrainConfig:
     batchnorm: str = "frozen"
     # Fine-tuning runs from the one warmed-up head, each with its own batches and crops,
     # whose weights are then averaged (a "model soup", Wortsman et al., 2022): the average
-    # varies less from seed to seed than one run does. Each run takes ``steps`` steps.
+    # varies less from seed to seed than one run does. Each run takes ``steps`` steps. Two
+    # runs scored within the spread of single runs on the query photos (README): default 1.
     soup: int = 1
     catalog_share: float = 0.5  # chance that a class in a batch brings one of its catalog images
     hard_negative_share: float = 0.25  # share of batches seeded from logged hard negatives
