@@ -188,6 +188,21 @@ def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch
     }
 
 
+def _embedder(
+    arch: str,
+    head: ProjectionHead,
+    preprocess: Preprocess,
+    backbone_state: dict[str, torch.Tensor],
+    weights_name: str | None,
+) -> TorchvisionEmbedder:
+    """An inference embedder of trained weights, named after the pretrained weights they started from."""
+    embedder = TorchvisionEmbedder(
+        arch, projection=head, preprocess=preprocess, weights=None, backbone_state=backbone_state
+    )
+    embedder.weights_name = weights_name
+    return embedder
+
+
 @dataclass
 class TrainResult:
     embedder: TorchvisionEmbedder
@@ -203,15 +218,7 @@ class TrainResult:
         backbone_state, head_state = state
         head = copy.deepcopy(self.embedder.net.head)
         head.load_state_dict(head_state)
-        embedder = TorchvisionEmbedder(
-            self.config.arch,
-            projection=head,
-            preprocess=self.embedder.preprocess,
-            weights=None,
-            backbone_state=backbone_state,
-        )
-        embedder.weights_name = self.embedder.weights_name
-        return embedder
+        return _embedder(self.config.arch, head, self.embedder.preprocess, backbone_state, self.embedder.weights_name)
 
     def save(self, path: str | Path, *, metrics: dict[str, Any] | None = None) -> Path:
         net = self.embedder.net
@@ -549,14 +556,7 @@ def train(
 
     head.eval()
     trained.eval()
-    embedder = TorchvisionEmbedder(
-        cfg.arch,
-        projection=head,
-        preprocess=preprocess,
-        weights=None,
-        backbone_state=backbone.state_dict(),
-    )
-    embedder.weights_name = weights_name
+    embedder = _embedder(cfg.arch, head, preprocess, backbone.state_dict(), weights_name)
     steps_per_epoch = len(kept_photos) / cfg.batch_size
     timings: dict[str, Any] = {
         "threads": torch.get_num_threads(),
