@@ -9,7 +9,7 @@ the training reviews in the gallery, and the training speed. It never reads quer
 the figures on the query photos come from `manage.py evaluate_search --embedder latest`,
 on the platform. ``--save PATH`` keeps the checkpoint.
 
-Splits: ``hash``, the platform's own held-out tenth (vision.train.is_held_out, by the
+Splits: ``hash``, the platform's own held-out tenth (vision.train_data.is_held_out, by the
 file's SHA-256); its photos have near-twins among the training photos, so recall there
 saturates. ``distinct`` holds out each product's least typical photos instead: the
 pretrained embedder scores 0.61 / 0.30 on them (with reviews / catalog only), about what
@@ -101,7 +101,8 @@ def main() -> None:
 
     from vision.embed import make_embedder
     from vision.evaluate import scan_folder
-    from vision.train import Photo, TrainConfig, embed_photos, is_held_out, parse_overrides, recall_at, train
+    from vision.train import TrainConfig, parse_overrides, train
+    from vision.train_data import Photo, embed_photos, is_held_out, recall_at
 
     try:
         overrides = parse_overrides(args.set)

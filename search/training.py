@@ -28,7 +28,8 @@ from catalog.models import ProductImage, ReviewImage
 from search import embedding
 from search.models import REVIEW_ID_OFFSET, EmbedderVersion, ImageVector, SearchQuery, faiss_id
 from vision.imageio import ImageError, decode_image
-from vision.train import HardNegatives, Photo, TrainConfig, is_held_out, recall_at
+from vision.train import TrainConfig
+from vision.train_data import HardNegatives, Photo, is_held_out, recall_at
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]

@@ -18,7 +18,7 @@ from search.models import Click, EmbedderVersion, ImageVector, Impression, Searc
 from search.pipeline import search_pipeline
 from tests.factories import ProductFactory
 from vision.embed import make_embedder
-from vision.train import is_held_out
+from vision.train_data import is_held_out
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,0 +1,246 @@
+"""What the embedder's training sees and how it is scored: labelled photos, their crops,
+the batches of P products x M photos, the held-out split and product-level recall.
+
+vision.train runs the training on these; search.training turns the database into
+:class:`Photo` and :class:`HardNegatives` lists.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from vision.embed import Preprocess
+from vision.imageio import ImageError, decode_image
+
+if TYPE_CHECKING:
+    from vision.train import TrainConfig
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+# Photos are decoded at most this size: the crops are taken from a 256-px short side.
+DECODE_MAX_SIDE = 512
+KINDS = ("catalog", "review", "query")
+# One photo in HELD_OUT_EVERY is kept out of training to evaluate a new version before it
+# is rolled out, chosen by the file's SHA-256 so the split is the same on every platform.
+HELD_OUT_EVERY = 10
+
+
+def is_held_out(sha256_hex: str) -> bool:
+    return int(sha256_hex[:8], 16) % HELD_OUT_EVERY == 0
+
+
+@dataclass(frozen=True)
+class Photo:
+    source: str | Path | bytes  # a file or its bytes
+    label: int  # the product
+    kind: str = "review"  # one of KINDS
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class HardNegatives:
+    positive: int  # the clicked product
+    negatives: tuple[int, ...]  # shown above it, not clicked
+
+
+def augmentation(preprocess: Preprocess, crop_scale: float = 0.35) -> T.Compose:
+    """Light augmentation for shoppers' photos: a random part of the product (at least
+    ``crop_scale`` of the photo), a little light and colour change. No flips: packaging
+    text is never mirrored in a photo."""
+    return T.Compose(
+        [
+            T.Resize(preprocess.resize, antialias=True),
+            T.RandomResizedCrop(preprocess.size, scale=(crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+            T.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.02),
+        ]
+    )
+
+
+def _skipped_name(photo: Photo, i: int) -> str:
+    return str(photo.source)[:200] if not isinstance(photo.source, bytes) else f"<bytes #{i}>"
+
+
+def decode_all(
+    photos: Sequence[Photo], preprocess: Preprocess, progress: Progress | None = None
+) -> tuple[list[Image.Image], list[int], list[str]]:
+    """Every photo decoded once at the augmentation's starting size (short side ``resize``)."""
+    resize = T.Resize(preprocess.resize, antialias=True)
+    images, kept, skipped = [], [], []
+    for i, photo in enumerate(photos):
+        try:
+            images.append(resize(decode_image(photo.source, max_side=DECODE_MAX_SIDE)[0]))
+            kept.append(i)
+        except (ImageError, OSError):
+            skipped.append(_skipped_name(photo, i))
+        if progress:
+            progress("decode", i + 1, len(photos))
+    if not kept:
+        raise ValueError("no photo could be decoded")
+    return images, kept, skipped
+
+
+def cache_views(
+    photos: Sequence[Photo],
+    run_frozen: Callable[[torch.Tensor], torch.Tensor],
+    preprocess: Preprocess,
+    cfg: TrainConfig,
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, list[int], list[str]]:
+    """Decode every photo once; run its views through the frozen blocks.
+
+    Returns (activations [n_ok * views, C, H, W] fp16, indices of the photos kept,
+    sources skipped). Rows ``i * views .. i * views + views - 1`` belong to kept photo i.
+    """
+    rng_state = torch.random.get_rng_state()
+    torch.manual_seed(cfg.seed)
+    plain, augment, to_tensor = (
+        preprocess.geometry_transform(),
+        augmentation(preprocess, cfg.crop_scale),
+        preprocess.tensor_transform(),
+    )
+    chunks: list[torch.Tensor] = []
+    kept: list[int] = []
+    skipped: list[str] = []
+    batch: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if batch:
+            with torch.no_grad():
+                chunks.append(run_frozen(torch.stack(batch)).to(torch.float16))
+            batch.clear()
+
+    try:
+        for i, photo in enumerate(photos):
+            try:
+                img, _ = decode_image(photo.source, max_side=DECODE_MAX_SIDE)
+            except (ImageError, OSError):
+                skipped.append(_skipped_name(photo, i))
+                continue
+            kept.append(i)
+            batch.append(to_tensor(plain(img)))
+            batch.extend(to_tensor(augment(img)) for _ in range(cfg.views - 1))
+            if len(batch) >= 64:
+                flush()
+            if progress:
+                progress("cache", i + 1, len(photos))
+        flush()
+    finally:
+        torch.random.set_rng_state(rng_state)
+    if not kept:
+        raise ValueError("no photo could be decoded")
+    return torch.cat(chunks), kept, skipped
+
+
+class BatchSampler:
+    """P classes x M photos per batch, each photo as one of its cached views.
+
+    A class with a catalog image brings one of them with probability ``catalog_share``
+    (studio shots are what catalog-only search compares shoppers' photos with); a share
+    of the batches starts from a logged hard-negative group.
+    """
+
+    def __init__(self, labels: Sequence[int], kinds: Sequence[str], hard: Sequence[HardNegatives], cfg: TrainConfig):
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.by_class: dict[int, list[int]] = defaultdict(list)
+        self.catalog: dict[int, list[int]] = defaultdict(list)
+        for i, (label, kind) in enumerate(zip(labels, kinds)):
+            self.by_class[label].append(i)
+            if kind == "catalog":
+                self.catalog[label].append(i)
+        self.classes = sorted(self.by_class)
+        if len(self.classes) < 2:
+            raise ValueError("training needs photos of at least two products")
+        self.hard = [h for h in hard if h.positive in self.by_class and any(n in self.by_class for n in h.negatives)]
+
+    def _classes(self) -> list[int]:
+        p = min(self.cfg.classes_per_batch, len(self.classes))
+        chosen: list[int] = []
+        if self.hard and self.rng.random() < self.cfg.hard_negative_share:
+            group = self.rng.choice(self.hard)
+            chosen = [group.positive] + [n for n in dict.fromkeys(group.negatives) if n in self.by_class]
+            chosen = chosen[:p]
+        rest = [c for c in self.classes if c not in set(chosen)]
+        return chosen + self.rng.sample(rest, p - len(chosen))
+
+    def batch(self) -> tuple[list[int], list[int]]:
+        """(rows into the activation cache, labels)."""
+        rows, labels = [], []
+        m, views = self.cfg.per_class, self.cfg.rows_per_photo
+        for c in self._classes():
+            pool = self.by_class[c]
+            photos = self.rng.sample(pool, m) if len(pool) >= m else [self.rng.choice(pool) for _ in range(m)]
+            if self.catalog[c] and self.rng.random() < self.cfg.catalog_share:
+                photos[0] = self.rng.choice(self.catalog[c])
+            for ph in photos:
+                rows.append(ph * views + self.rng.randrange(views))
+                labels.append(c)
+        return rows, labels
+
+
+def recall_at(
+    queries: np.ndarray,
+    query_labels: Sequence[int],
+    gallery: np.ndarray,
+    gallery_labels: Sequence[int],
+    ks: Sequence[int] = (1, 5),
+) -> dict[str, float]:
+    """Product-level recall@k: a query is right at k when its product is among the first k
+    distinct products of its nearest gallery images (cosine; rows L2-normalised)."""
+    if len(queries) == 0:
+        return {f"recall@{k}": float("nan") for k in ks} | {"queries": 0}
+    gallery_labels = np.asarray(gallery_labels)
+    sims = queries @ gallery.T
+    order = np.argsort(-sims, axis=1)
+    hits = dict.fromkeys(ks, 0)
+    for row, label in zip(order, query_labels):
+        products = list(dict.fromkeys(gallery_labels[row[: max(ks) * 20]].tolist()))
+        for k in ks:
+            hits[k] += label in products[:k]
+    return {f"recall@{k}": round(hits[k] / len(queries), 4) for k in ks} | {"queries": len(queries)}
+
+
+def embed_photos(embedder, photos: Sequence[Photo], batch_size: int = 16) -> tuple[np.ndarray, list[int]]:
+    """Whole-photo vectors of ``photos`` (decoded as ingestion does); (vectors, kept rows)."""
+    vectors, kept = [], []
+    for start in range(0, len(photos), batch_size):
+        images: list[Image.Image] = []
+        for i, photo in enumerate(photos[start : start + batch_size], start):
+            try:
+                images.append(decode_image(photo.source, max_side=DECODE_MAX_SIDE)[0])
+                kept.append(i)
+            except (ImageError, OSError):
+                continue
+        if images:
+            vectors.append(embedder.embed(images))
+    dim = embedder.dim
+    return (np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)), kept
+
+
+__all__ = [
+    "DECODE_MAX_SIDE",
+    "HELD_OUT_EVERY",
+    "KINDS",
+    "BatchSampler",
+    "HardNegatives",
+    "Photo",
+    "augmentation",
+    "cache_views",
+    "decode_all",
+    "embed_photos",
+    "is_held_out",
+    "recall_at",
+]
