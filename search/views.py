@@ -25,7 +25,7 @@ def _category_choices() -> list[tuple[Category, int]]:
 
 @ensure_csrf_cookie  # the page's script posts with X-CSRFToken read from this cookie
 def photo_search(request):
-    """The upload page: everything after the first paint happens in static/js/photo-search/ (ES modules, main.js first)."""
+    """The upload page: everything after the first paint happens in static/js/photo-search/main.js."""
     return render(
         request,
         "search/upload.html",

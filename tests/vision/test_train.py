@@ -163,19 +163,3 @@ def test_overrides_parse_as_their_fields_types():
     for bad in (["colour=red"], ["steps"], ["steps=many"]):
         with pytest.raises(ValueError):
             parse_overrides(bad)
-
-
-def test_distinct_split_holds_out_each_products_outlying_photos():
-    from benchmarks.train_bench import distinct_split
-
-    rng = np.random.default_rng(0)
-    vectors, labels, outliers = [], [], []
-    for product in range(2):
-        centre, far = rng.normal(size=8), rng.normal(size=8)
-        for i in range(20):
-            outlier = i in (3, 11)  # file order says nothing about which photos stand apart
-            vectors.append((far if outlier else centre) + 0.05 * rng.normal(size=8))
-            labels.append(product)
-            outliers.append(outlier)
-    held = distinct_split(np.asarray(vectors), labels, share=0.1, groups=2)
-    assert held.tolist() == outliers
