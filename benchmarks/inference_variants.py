@@ -53,7 +53,7 @@ def main() -> None:
     import torch
 
     from benchmarks.train_bench import distinct_split
-    from vision.embed import Preprocess, ProjectionHead, TorchvisionEmbedder, load_checkpoint, make_embedder
+    from vision.embed import Preprocess, TorchvisionEmbedder, make_embedder
     from vision.evaluate import scan_folder
     from vision.imageio import decode_image
     from vision.train_data import DECODE_MAX_SIDE
@@ -69,16 +69,14 @@ def main() -> None:
     train, test = np.flatnonzero(~held), np.flatnonzero(held)
     print(f"{len(catalog)} catalog, {len(train)} training reviews, {len(test)} held out", flush=True)
 
-    ckpt = load_checkpoint(args.checkpoint)
-    head = ProjectionHead(**ckpt["head_args"])
-    head.load_state_dict(ckpt["head_state"])
+    trained = TorchvisionEmbedder.from_checkpoint(args.checkpoint)
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, (size, resize) in SIZES.items():
         embedder = TorchvisionEmbedder(
-            ckpt["arch"],
-            projection=head,
+            trained.arch,
+            projection=trained.projection,
             preprocess=Preprocess(size=size, resize=resize),
-            backbone_state=ckpt["backbone_state"],
+            backbone_state=trained.net.backbone.state_dict(),
         )
         vectors[name] = embedder.embed(catalog), embedder.embed(reviews)
 
