@@ -6,7 +6,10 @@ shared query photos with the version it rolled out.
 1. a throwaway platform (SQLite, temporary media) imports the shared catalog: product
    images and review photos, never queries/;
 2. the production sweep embeds everything with the pretrained MobileNetV2 and cleans the
-   review photos (accepted ones become training positives);
+   review photos (accepted ones become training positives); with ``--staff-clears-queue``
+   a staff member then works through the photos sent to staff, labelling each as the
+   shared folder does (every photo there is of its product, so all are accepted), as a
+   shop's staff would before the monthly retraining;
 3. search.training.embedder_learn: train, embed every image into the new version,
    compare it with the active one on the held-out review photos, switch if it passes;
 4. evaluate_folder (what `manage.py evaluate_search --embedder active` runs) on queries/,
@@ -30,6 +33,29 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import _platform  # noqa: E402
 
 
+def review_counts() -> dict[str, int]:
+    from django.db.models import Count
+
+    from catalog.models import ReviewImage
+
+    return dict(ReviewImage.objects.values_list("status").annotate(n=Count("pk")).order_by("status"))
+
+
+def clear_staff_queue() -> int:
+    """A staff member labels every photo waiting for staff: accepted, as the folder says
+    each photo is of its product (the admin's "Label as accepted" action)."""
+    from django.contrib.auth import get_user_model
+
+    from catalog.models import ReviewImage
+    from catalog.services import review_image_label
+
+    staff = get_user_model().objects.create_user("bench-staff", is_staff=True)
+    queue = list(ReviewImage.objects.filter(status=ReviewImage.Status.NEEDS_REVIEW))
+    for review in queue:
+        review_image_label(review=review, label=ReviewImage.Label.ACCEPTED, user=staff)
+    return len(queue)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, default=_platform.SHARED)
@@ -44,6 +70,11 @@ def main() -> None:
         default=[],
         metavar="FIELD=VALUE",
         help="any other TrainConfig field (repeatable), e.g. --set soup=2",
+    )
+    ap.add_argument(
+        "--staff-clears-queue",
+        action="store_true",
+        help="accept the review photos that cleaning sent to staff (the folder's labels) before training",
     )
     ap.add_argument("--detector", default=None, help="search detector for the evaluation (default: the platform's)")
     ap.add_argument("--json", type=Path)
@@ -72,6 +103,11 @@ def main() -> None:
     embedded = _platform.embed_all()
     pretrained = embedder_active()
     print(f"imported and embedded {embedded} photos in {time.perf_counter() - t0:.0f} s", flush=True)
+    cleaning = review_counts()
+    print("review photos after cleaning:", cleaning, flush=True)
+    if args.staff_clears_queue:
+        cleaning["staff_accepted"] = clear_staff_queue()
+        print(f"staff accepted the {cleaning['staff_accepted']} photos in the queue", flush=True)
 
     flags = {"steps": args.steps, "views": args.views, "train_from": args.train_from, "batchnorm": args.batchnorm}
     try:
@@ -95,6 +131,7 @@ def main() -> None:
         "threads": args.threads,
         "learn_seconds": round(learn_seconds, 1),
         "outcome": outcome,
+        "review_photos": cleaning,
         "training": active.metrics.get("training") if active.pk != pretrained.pk else None,
         "queries": {},
     }
