@@ -60,6 +60,7 @@ from vision.train_data import (
     augmentation,
     cache_views,
     decode_all,
+    neighbour_classes,
 )
 
 
@@ -98,6 +99,11 @@ class TrainConfig:
     soup: int = 1
     catalog_share: float = 0.5  # chance that a class in a batch brings one of its catalog images
     hard_negative_share: float = 0.25  # share of batches seeded from logged hard negatives
+    # Share of the fine-tuning batches made of look-alike products: groups of a product and
+    # its ``neighbours`` nearest products (class centroids under the warmed-up head). At
+    # random, two given products meet in a batch of 16 of 81 one time in five.
+    neighbour_share: float = 0.0
+    neighbours: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -117,6 +123,8 @@ class TrainConfig:
             raise ValueError("crop_scale must be in (0, 1]")
         if self.soup < 1:
             raise ValueError("soup must be at least 1")
+        if not 0 <= self.neighbour_share <= 1 or self.neighbours < 1:
+            raise ValueError("neighbour_share must be in [0, 1] and neighbours at least 1")
 
     @property
     def batch_size(self) -> int:
@@ -188,6 +196,7 @@ class TrainResult:
     loss_history: list[tuple[int, float]]  # (step, mean loss over the last stretch)
     timings: dict[str, float] = field(default_factory=dict)
     members: list[State] = field(default_factory=list)  # each fine-tuning run's weights, with a soup
+    neighbours: dict[int, list[int]] = field(default_factory=dict)  # each product's look-alikes, if sought
 
     def embedder_with(self, state: State) -> TorchvisionEmbedder:
         """This result's embedder with other weights (one of ``members``)."""
@@ -348,11 +357,15 @@ def train(
 
     t1 = time.perf_counter()
     warmup_history: list[tuple[int, float]] = []
-    if cfg.head_warmup_steps:
-        # Pooled features of each photo under a few crops; each step shows every photo of
-        # the batch as one of them. Only the head's gradients exist, so a step takes ~1 ms.
+    # Pooled features of each photo under a few crops, for the head's warm-up and for
+    # finding each product's look-alikes.
+    pooled = None
+    if cfg.head_warmup_steps or (cfg.steps and cfg.neighbour_share):
         trained.eval()
         pooled = _pooled_views(inputs, trained, len(kept_photos), cfg, progress)
+    if cfg.head_warmup_steps:
+        # Each step shows every photo of the batch as one of its crops. Only the head's
+        # gradients exist, so a step takes ~1 ms.
         pick = random.Random(cfg.seed + 1)
 
         def probe(rows: list[int]) -> torch.Tensor:
@@ -363,6 +376,13 @@ def train(
         opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_warmup_lr, weight_decay=cfg.weight_decay)
         warmup_history = _optimise(probe, opt, cfg.head_warmup_steps, sampler, loss_fn, miner, "head", progress)
     t_warmup = time.perf_counter() - t1
+
+    neighbours: dict[int, list[int]] = {}
+    if pooled is not None and cfg.steps and cfg.neighbour_share:
+        with torch.no_grad():
+            vectors = nn.functional.normalize(head(pooled), dim=-1).mean(0)
+        neighbours = neighbour_classes(vectors.numpy(), sampler_labels, cfg.neighbours)
+        sampler.neighbours = neighbours
 
     history: list[tuple[int, float]] = []
     members: list[State] = []
@@ -376,6 +396,7 @@ def train(
                 sampler = BatchSampler(
                     sampler_labels, sampler_kinds, hard_negatives, replace(cfg, seed=cfg.seed + 1000 * k)
                 )
+                sampler.neighbours = neighbours
             # Frozen: BatchNorm keeps its pretrained statistics (gradients still flow); train:
             # batch statistics, and running averages updated for inference.
             trained.train(cfg.batchnorm == "train")
@@ -414,7 +435,9 @@ def train(
         timings["seconds_per_step"] = round(t_train / (cfg.soup * cfg.steps), 4)
         # An epoch: as many photos as the training set holds, drawn in batches.
         timings["seconds_per_epoch"] = round(t_train / (cfg.soup * cfg.steps) * steps_per_epoch, 2)
-    return TrainResult(embedder, cfg, len(kept_photos), skipped, history or warmup_history, timings, members)
+    return TrainResult(
+        embedder, cfg, len(kept_photos), skipped, history or warmup_history, timings, members, neighbours
+    )
 
 
 __all__ = [

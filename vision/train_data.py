@@ -149,7 +149,9 @@ class BatchSampler:
 
     A class with a catalog image brings one of them with probability ``catalog_share``
     (studio shots are what catalog-only search compares shoppers' photos with); a share
-    of the batches starts from a logged hard-negative group.
+    of the batches starts from a logged hard-negative group; once ``neighbours`` is set
+    (each class's look-alikes, :func:`neighbour_classes`), a share ``neighbour_share`` of
+    the others is made of groups of a class and its look-alikes.
     """
 
     def __init__(self, labels: Sequence[int], kinds: Sequence[str], hard: Sequence[HardNegatives], cfg: TrainConfig):
@@ -165,6 +167,7 @@ class BatchSampler:
         if len(self.classes) < 2:
             raise ValueError("training needs photos of at least two products")
         self.hard = [h for h in hard if h.positive in self.by_class and any(n in self.by_class for n in h.negatives)]
+        self.neighbours: dict[int, list[int]] = {}
 
     def _classes(self) -> list[int]:
         p = min(self.cfg.classes_per_batch, len(self.classes))
@@ -172,6 +175,14 @@ class BatchSampler:
         if self.hard and self.rng.random() < self.cfg.hard_negative_share:
             group = self.rng.choice(self.hard)
             chosen = [group.positive] + [n for n in dict.fromkeys(group.negatives) if n in self.by_class]
+            chosen = chosen[:p]
+        elif self.neighbours and self.cfg.neighbour_share and self.rng.random() < self.cfg.neighbour_share:
+            for seed in self.rng.sample(self.classes, len(self.classes)):
+                if len(chosen) >= p:
+                    break
+                if seed not in chosen:
+                    group = [c for c in self.neighbours.get(seed, []) if c not in chosen and c != seed]
+                    chosen += [seed] + group[: self.cfg.neighbours]
             chosen = chosen[:p]
         rest = [c for c in self.classes if c not in set(chosen)]
         return chosen + self.rng.sample(rest, p - len(chosen))
@@ -189,6 +200,19 @@ class BatchSampler:
                 rows.append(ph * views + self.rng.randrange(views))
                 labels.append(c)
         return rows, labels
+
+
+def neighbour_classes(vectors: np.ndarray, labels: Sequence[int], k: int) -> dict[int, list[int]]:
+    """Each label's ``k`` nearest other labels, by the cosine of their mean vectors."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    rows = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    centroids = np.stack([rows[labels == c].mean(0) for c in classes])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    sims = centroids @ centroids.T
+    np.fill_diagonal(sims, -np.inf)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return {int(c): classes[row].tolist() for c, row in zip(classes, order)}
 
 
 def recall_at(
@@ -242,5 +266,6 @@ __all__ = [
     "decode_all",
     "embed_photos",
     "is_held_out",
+    "neighbour_classes",
     "recall_at",
 ]

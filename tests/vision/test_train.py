@@ -163,3 +163,37 @@ def test_overrides_parse_as_their_fields_types():
     for bad in (["colour=red"], ["steps"], ["steps=many"]):
         with pytest.raises(ValueError):
             parse_overrides(bad)
+
+
+def _look_alike(label: int, seed: int) -> bytes:
+    """Products 2g and 2g + 1: one colour, stripes of nearly the same frequency."""
+    rng = np.random.default_rng(seed)
+    group = label // 2
+    base = np.array([(group * 80) % 256, (group * 150 + 60) % 256, (group * 40 + 120) % 256], np.float32)
+    x = np.arange(96)[None, :, None]
+    stripes = 60 * np.sin(x * (0.3 + 0.6 * group + 0.08 * (label % 2)))
+    pixels = np.clip(base + stripes + rng.normal(0, 25, (96, 96, 3)), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.weights
+def test_neighbour_batches_pair_the_products_that_look_alike():
+    torch.set_num_threads(1)
+    photos = [Photo(_look_alike(c, 10 * c + j), c) for c in range(6) for j in range(3)]
+    cfg = TrainConfig(
+        steps=3,
+        head_warmup_steps=5,
+        classes_per_batch=2,
+        per_class=2,
+        views=2,
+        head_dim=32,
+        neighbour_share=1.0,
+        neighbours=1,
+    )
+    result = train(photos, config=cfg)
+    assert result.neighbours == {0: [1], 1: [0], 2: [3], 3: [2], 4: [5], 5: [4]}
+    assert not train(photos, config=replace(cfg, neighbour_share=0.0)).neighbours
+    with pytest.raises(ValueError):
+        TrainConfig(neighbour_share=1.5)

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 
 from vision.train import TrainConfig
-from vision.train_data import BatchSampler, HardNegatives, is_held_out, recall_at
+from vision.train_data import BatchSampler, HardNegatives, is_held_out, neighbour_classes, recall_at
 
 
 def test_held_out_split_is_a_stable_tenth():
@@ -45,3 +45,29 @@ def test_logged_hard_negatives_share_a_batch_with_the_clicked_product():
     for _ in range(5):
         _, batch_labels = sampler.batch()
         assert {5, 17, 23} <= set(batch_labels)
+
+
+def test_look_alike_products_are_each_others_nearest_classes():
+    rng = np.random.default_rng(0)
+    centres = np.array([[1, 0, 0], [0.95, 0.31, 0], [0, 0, 1], [0, 0.31, 0.95]], np.float32)
+    labels = [c for c in range(4) for _ in range(5)]
+    vectors = centres[labels] + rng.normal(0, 0.02, (20, 3)).astype(np.float32)
+    assert neighbour_classes(vectors, labels, k=1) == {0: [1], 1: [0], 2: [3], 3: [2]}
+    assert neighbour_classes(vectors, labels, k=2)[1] == [0, 3]
+
+
+def test_neighbour_batches_bring_each_product_with_its_look_alikes():
+    labels = [c for c in range(40) for _ in range(4)]
+    cfg = TrainConfig(classes_per_batch=8, per_class=2, views=1, neighbour_share=1.0, neighbours=3)
+    sampler = BatchSampler(labels, ["review"] * len(labels), [], cfg)
+    # products 4g..4g+3 look alike
+    sampler.neighbours = {c: [4 * (c // 4) + i for i in range(4) if 4 * (c // 4) + i != c] for c in range(40)}
+    for _ in range(20):
+        _, batch_labels = sampler.batch()
+        assert sorted(Counter(c // 4 for c in batch_labels).values()) == [8, 8]  # two whole groups of 4
+
+    cfg = TrainConfig(classes_per_batch=8, per_class=2, views=1, neighbour_share=0.0)
+    sampler = BatchSampler(labels, ["review"] * len(labels), [], cfg)
+    sampler.neighbours = {c: [4 * (c // 4) + i for i in range(4) if 4 * (c // 4) + i != c] for c in range(40)}
+    groups = [len(Counter(c // 4 for c in sampler.batch()[1])) for _ in range(20)]
+    assert max(groups) > 2  # at random, products from more than two groups
