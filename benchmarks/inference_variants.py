@@ -1,6 +1,7 @@
 """A trained checkpoint under other inference settings, on the distinct split of the review
-photos (never queries/): input resolution, crops averaged per photo, and scoring a product
-by the mean of its best few images instead of its best one.
+photos (never queries/): input resolution, crops averaged per photo, scoring a product by
+the mean of its best few images instead of its best one, and searching with the box the
+search path chooses (NanoDet and the box rule) instead of the whole photo.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py --split distinct --views 0 --save CKPT
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inference_variants.py CKPT
@@ -56,6 +57,7 @@ def main() -> None:
     from vision.embed import Preprocess, TorchvisionEmbedder, make_embedder
     from vision.evaluate import scan_folder
     from vision.imageio import decode_image
+    from vision.pipeline import SearchConfig, SearchPipeline, crop
     from vision.train_data import DECODE_MAX_SIDE
 
     torch.set_num_threads(args.threads)
@@ -70,6 +72,12 @@ def main() -> None:
     print(f"{len(catalog)} catalog, {len(train)} training reviews, {len(test)} held out", flush=True)
 
     trained = TorchvisionEmbedder.from_checkpoint(args.checkpoint)
+    search = SearchPipeline.from_config(SearchConfig(), embedder=trained, index=None, image_to_product={})
+    regions = []  # each held-out photo as a search sees it: its chosen box, padded
+    for i in test:
+        image, _ = search.load(folder.reviews[i][0].read_bytes())
+        boxes, chosen = search.candidates(image)
+        regions.append(crop(image, boxes[chosen], search.config.pad_for(False)))
     vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, (size, resize) in SIZES.items():
         embedder = TorchvisionEmbedder(
@@ -102,6 +110,9 @@ def main() -> None:
     cat, rev = vectors["224/256"]
     for best in (2, 3, 5):
         line(f"224/256, a product's {best} best images", cat, rev, rev, best)
+    boxed = rev.copy()
+    boxed[test] = trained.embed(regions)
+    line("224/256, the chosen box", cat, rev, boxed)
 
 
 if __name__ == "__main__":
