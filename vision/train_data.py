@@ -181,7 +181,7 @@ class BatchSampler:
                 if len(chosen) >= p:
                     break
                 if seed not in chosen:
-                    group = [c for c in self.neighbours.get(seed, []) if c not in chosen and c != seed]
+                    group = [c for c in self.neighbours.get(seed, []) if c not in chosen]
                     chosen += [seed] + group[: self.cfg.neighbours]
             chosen = chosen[:p]
         rest = [c for c in self.classes if c not in set(chosen)]
