@@ -1,7 +1,9 @@
 """A trained checkpoint under other inference settings, on the distinct split of the review
 photos (never queries/): input resolution, crops averaged per photo, scoring a product by
 the mean of its best few images instead of its best one, and searching with the box the
-search path chooses (NanoDet and the box rule) instead of the whole photo.
+search path chooses (NanoDet and the box rule) instead of the whole photo. Last, how many
+of the checkpoint's misses go to one of the product's three look-alikes (nearest class
+centroids of the training reviews, vision.train_data.neighbour_classes).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py --split distinct --views 0 --save CKPT
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/inference_variants.py CKPT
@@ -58,7 +60,7 @@ def main() -> None:
     from vision.evaluate import scan_folder
     from vision.imageio import decode_image
     from vision.pipeline import SearchConfig, SearchPipeline, crop
-    from vision.train_data import DECODE_MAX_SIDE
+    from vision.train_data import DECODE_MAX_SIDE, neighbour_classes
 
     torch.set_num_threads(args.threads)
     folder = scan_folder(args.folder)
@@ -113,6 +115,17 @@ def main() -> None:
     boxed = rev.copy()
     boxed[test] = trained.embed(regions)
     line("224/256, the chosen box", cat, rev, boxed)
+
+    look_alikes = neighbour_classes(rev[train], review_labels[train], 3)
+    galleries = {
+        "with reviews": (np.concatenate([cat, rev[train]]), np.array(catalog_labels + review_labels[train].tolist())),
+        "catalog only": (cat, np.array(catalog_labels)),
+    }
+    for name, (gallery, gallery_labels) in galleries.items():
+        top = gallery_labels[np.argmax(rev[test] @ gallery.T, axis=1)]
+        missed = [(t, w) for t, w in zip(review_labels[test], top) if t != w]
+        to_look_alikes = sum(w in look_alikes[t] for t, w in missed)
+        print(f"224/256, {name}: {len(missed)} misses, {to_look_alikes} to one of the product's 3 look-alikes")
 
 
 if __name__ == "__main__":

@@ -361,7 +361,8 @@ def train(
     # Pooled features of each photo under a few crops, for the head's warm-up and for
     # finding each product's look-alikes.
     pooled = None
-    if cfg.head_warmup_steps or (cfg.steps and cfg.neighbour_share):
+    seek_neighbours = bool(cfg.steps and cfg.neighbour_share)
+    if cfg.head_warmup_steps or seek_neighbours:
         trained.eval()
         pooled = _pooled_views(inputs, trained, len(kept_photos), cfg, progress)
     if cfg.head_warmup_steps:
@@ -379,7 +380,7 @@ def train(
     t_warmup = time.perf_counter() - t1
 
     neighbours: dict[int, list[int]] = {}
-    if pooled is not None and cfg.steps and cfg.neighbour_share:
+    if seek_neighbours:
         with torch.no_grad():
             vectors = nn.functional.normalize(head(pooled), dim=-1).mean(0)
         neighbours = neighbour_classes(vectors.numpy(), sampler_labels, cfg.neighbours)

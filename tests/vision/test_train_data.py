@@ -59,15 +59,16 @@ def test_look_alike_products_are_each_others_nearest_classes():
 def test_neighbour_batches_bring_each_product_with_its_look_alikes():
     labels = [c for c in range(40) for _ in range(4)]
     cfg = TrainConfig(classes_per_batch=8, per_class=2, views=1, neighbour_share=1.0, neighbours=3)
-    sampler = BatchSampler(labels, ["review"] * len(labels), [], cfg)
     # products 4g..4g+3 look alike
-    sampler.neighbours = {c: [4 * (c // 4) + i for i in range(4) if 4 * (c // 4) + i != c] for c in range(40)}
+    look_alikes = {c: [4 * (c // 4) + i for i in range(4) if 4 * (c // 4) + i != c] for c in range(40)}
+    sampler = BatchSampler(labels, ["review"] * len(labels), [], cfg)
+    sampler.neighbours = look_alikes
     for _ in range(20):
         _, batch_labels = sampler.batch()
         assert sorted(Counter(c // 4 for c in batch_labels).values()) == [8, 8]  # two whole groups of 4
 
     cfg = TrainConfig(classes_per_batch=8, per_class=2, views=1, neighbour_share=0.0)
     sampler = BatchSampler(labels, ["review"] * len(labels), [], cfg)
-    sampler.neighbours = {c: [4 * (c // 4) + i for i in range(4) if 4 * (c // 4) + i != c] for c in range(40)}
+    sampler.neighbours = look_alikes
     groups = [len(Counter(c // 4 for c in sampler.batch()[1])) for _ in range(20)]
     assert max(groups) > 2  # at random, products from more than two groups
