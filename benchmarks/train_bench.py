@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--head-warmup-steps", type=int, help="default: TrainConfig's")
     ap.add_argument("--head-warmup-lr", type=float, help="default: TrainConfig's")
     ap.add_argument("--views", type=int, default=8)
-    ap.add_argument("--train-from", type=int, default=14)
+    ap.add_argument("--train-from", type=int, help="default: TrainConfig's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mining", default="batch_hard")
     ap.add_argument("--margin", type=float, default=0.2)
@@ -158,14 +158,13 @@ def main() -> None:
     cfg = TrainConfig(
         steps=args.steps,
         views=args.views,
-        train_from=args.train_from,
         mining=args.mining,
         margin=args.margin,
         backbone_lr=args.backbone_lr,
         lr=args.lr,
         **{
             k: getattr(args, k)
-            for k in ("head_warmup_steps", "head_warmup_lr", "batchnorm")
+            for k in ("head_warmup_steps", "head_warmup_lr", "batchnorm", "train_from")
             if getattr(args, k) is not None
         },
         **overrides,

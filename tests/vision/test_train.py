@@ -53,7 +53,15 @@ def test_fine_tuning_lowers_the_loss_trains_only_the_last_blocks_and_round_trips
     torch.set_num_threads(1)
     photos = [Photo(_pattern(c, 100 * c + j), c, "catalog" if j == 0 else "review") for c in range(4) for j in range(4)]
     cfg = TrainConfig(
-        steps=30, head_warmup_steps=0, classes_per_batch=4, per_class=3, views=2, head_dim=32, lr=3e-3, seed=1
+        steps=30,
+        head_warmup_steps=0,
+        classes_per_batch=4,
+        per_class=3,
+        views=2,
+        head_dim=32,
+        lr=3e-3,
+        seed=1,
+        train_from=14,
     )  # no warm-up: the head alone would already separate these patterns
     before = make_embedder("mobilenet_v2")
     result = train(photos, config=cfg)
