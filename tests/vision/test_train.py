@@ -128,7 +128,14 @@ def test_batchnorm_statistics_adapt_in_the_trained_blocks_only_when_asked(batchn
     torch.set_num_threads(1)
     photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(3) for j in range(3)]
     cfg = TrainConfig(
-        steps=3, head_warmup_steps=0, classes_per_batch=2, per_class=2, views=0, head_dim=8, batchnorm=batchnorm
+        steps=3,
+        head_warmup_steps=0,
+        classes_per_batch=2,
+        per_class=2,
+        views=0,
+        head_dim=8,
+        batchnorm=batchnorm,
+        train_from=14,
     )
     result = train(photos, config=cfg, pretrained_weights=None)
     before, _ = build_backbone("mobilenet_v2", weights=None, seed=cfg.seed)
