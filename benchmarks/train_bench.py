@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600, help="0: the warmed-up head alone")
     ap.add_argument("--head-warmup-steps", type=int, help="default: TrainConfig's")
     ap.add_argument("--head-warmup-lr", type=float, help="default: TrainConfig's")
-    ap.add_argument("--views", type=int, default=8)
+    ap.add_argument("--views", type=int, help="default: TrainConfig's (0: a fresh crop at every step)")
     ap.add_argument("--train-from", type=int, help="default: TrainConfig's")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mining", default="batch_hard")
@@ -157,14 +157,13 @@ def main() -> None:
         print("pretrained", json.dumps(report["pretrained"]), flush=True)
     cfg = TrainConfig(
         steps=args.steps,
-        views=args.views,
         mining=args.mining,
         margin=args.margin,
         backbone_lr=args.backbone_lr,
         lr=args.lr,
         **{
             k: getattr(args, k)
-            for k in ("head_warmup_steps", "head_warmup_lr", "batchnorm", "train_from")
+            for k in ("head_warmup_steps", "head_warmup_lr", "batchnorm", "train_from", "views")
             if getattr(args, k) is not None
         },
         **overrides,

@@ -34,8 +34,8 @@ from vision.train_data import HardNegatives, Photo, is_held_out, recall_at
 logger = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
-# Photos per product drawn for one training run: bounds memory (each photo is cached as
-# TrainConfig.views activations of ~38 KB) on large catalogs.
+# Photos per product drawn for one training run: bounds memory on large catalogs (each photo
+# is kept decoded at a short side of 256 px, ~260 KB, or as TrainConfig.views cached crops).
 MAX_PHOTOS_PER_PRODUCT = 60
 # A new version goes live only if its held-out recall@1 is at least the active one's,
 # in each mode, less this tolerance (a few held-out photos' worth of noise).
