@@ -24,7 +24,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,15 @@ def main() -> None:
         help="accept the review photos that cleaning sent to staff (the folder's labels) before training",
     )
     ap.add_argument("--detector", default=None, help="search detector for the evaluation (default: the platform's)")
+    ap.add_argument(
+        "--product-images",
+        type=int,
+        action="append",
+        default=[],
+        metavar="K",
+        help="also evaluate the fine-tuned embedder with reviews when a product scores as the mean of its K best"
+        " images (SearchConfig.product_images; repeatable)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -123,8 +132,6 @@ def main() -> None:
 
     search = search_config()
     if args.detector:
-        from dataclasses import replace
-
         search = replace(search, detector=args.detector)
     report: dict = {
         "config": asdict(config),
@@ -145,6 +152,18 @@ def main() -> None:
             report["queries"][f"{label} / {gallery}"] = {"recall": r.recall, "mrr": r.mrr, "queries": r.n_queries}
             lines.append(f"| {label} | {gallery} | {r.recall[1]:.3f} | {r.recall[5]:.3f} | {r.recall[10]:.3f} |")
             print(lines[-1], flush=True)
+    for images in args.product_images:
+        r = evaluate_folder(
+            args.folder,
+            embedder=active.name,
+            detector=search.detector,
+            catalog_only=False,
+            config=replace(search, product_images=images),
+        )
+        label = f"fine-tuned (active), a product's {images} best images"
+        report["queries"][f"{label} / catalog + reviews"] = {"recall": r.recall, "mrr": r.mrr, "queries": r.n_queries}
+        lines.append(f"| {label} | catalog + reviews | {r.recall[1]:.3f} | {r.recall[5]:.3f} | {r.recall[10]:.3f} |")
+        print(lines[-1], flush=True)
     print(f"\ndetector {search.detector}; {args.threads} torch thread(s); learning loop {learn_seconds:.0f} s")
     print("\n".join(lines))
     if args.json:

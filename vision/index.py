@@ -436,30 +436,35 @@ def group_by_product(
     ids: np.ndarray,
     image_to_product: Mapping[int, int] | Callable[[int], int | None],
     k: int,
+    images_per_product: int = 1,
 ) -> list[tuple[int, float, int]]:
     """One query's image hits -> top ``k`` products as (product_id, score, image_id).
 
-    A product scores as its best image (several photos of one product must not push
-    other products out of the top k). Ordered by score, then product id for stable
-    output. Ids of -1 and images the mapping does not know (deleted since the index
-    was built) are skipped.
+    A product scores as the mean of its ``images_per_product`` best images among the hits
+    (of those it has there, when fewer), 1 being its best image alone; several photos of
+    one product must not push other products out of the top k. ``image_id`` is the
+    product's best image. Ordered by score, then product id for stable output. Ids of -1
+    and images the mapping does not know (deleted since the index was built) are skipped.
     """
     _check_k(k)
+    if images_per_product < 1:
+        raise ValueError(f"images_per_product must be >= 1, got {images_per_product}")
     scores, ids = np.asarray(scores), np.asarray(ids)
     if scores.ndim == 2 and scores.shape[0] == 1:
         scores, ids = scores[0], ids[0]
     if scores.ndim != 1 or scores.shape != ids.shape:
         raise ValueError(f"one query's scores and ids, got {scores.shape} and {ids.shape}")
     lookup = image_to_product.get if isinstance(image_to_product, Mapping) else image_to_product
-    best: dict[int, tuple[float, int]] = {}
+    hits: dict[int, list[tuple[float, int]]] = {}
     for score, image_id in zip(scores.tolist(), ids.tolist()):
         if image_id < 0:
             continue
         product_id = lookup(image_id)
-        if product_id is None:
-            continue
-        current = best.get(product_id)
-        if current is None or score > current[0] or (score == current[0] and image_id < current[1]):
-            best[product_id] = (score, image_id)
-    ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))
-    return [(int(p), float(s), int(i)) for p, (s, i) in ranked[:k]]
+        if product_id is not None:
+            hits.setdefault(product_id, []).append((-score, image_id))
+    grouped = []
+    for product_id, product_hits in hits.items():
+        best = sorted(product_hits)[:images_per_product]  # best score first, then lower image id
+        grouped.append((int(product_id), -sum(s for s, _ in best) / len(best), int(best[0][1])))
+    grouped.sort(key=lambda hit: (-hit[1], hit[0]))
+    return [(p, float(s), i) for p, s, i in grouped[:k]]

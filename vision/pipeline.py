@@ -94,6 +94,9 @@ class SearchConfig:
     crop_pad: float = 0.25  # context added around a crop, as a fraction of the box side
     top_n: int = 100  # image hits taken from the index before grouping by product
     k: int = 10  # products returned
+    # A product scores as the mean of its this many best images among the top_n hits
+    # (vision.index.group_by_product); 1: its best image alone.
+    product_images: int = 1
 
     def pad_for(self, box_from_user: bool) -> float:
         """Context around the crop: a shopper's box is taken as drawn, a chosen one padded."""
@@ -106,8 +109,8 @@ class SearchConfig:
             raise ValueError("crop_pad must be >= 0")
         if WHOLE_IMAGE_LABEL in self.ignore_labels:
             raise ValueError("the whole-image candidate cannot be ignored: it is the fallback")
-        if self.top_n < 1 or self.k < 1:
-            raise ValueError("top_n and k must be >= 1")
+        if self.top_n < 1 or self.k < 1 or self.product_images < 1:
+            raise ValueError("top_n, k and product_images must be >= 1")
         if self.nanodet_size < 64 or self.nanodet_size % 32:
             raise ValueError(f"nanodet_size must be a multiple of 32 from 64, got {self.nanodet_size}")
 
@@ -236,7 +239,7 @@ class SearchPipeline:
         assert vector.shape == (1, self.embedder.dim), vector.shape
         top_n = max(self.config.top_n, k)
         scores, ids = self.index.search(vector, top_n)
-        return [Hit(*h) for h in group_by_product(scores, ids, self.image_to_product, k)]
+        return [Hit(*h) for h in group_by_product(scores, ids, self.image_to_product, k, self.config.product_images)]
 
     # ------------------------------------------------------------------ the whole run
 

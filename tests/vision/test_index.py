@@ -316,3 +316,21 @@ def test_group_by_product_keeps_each_products_best_image():
     assert grouped == [(1, pytest.approx(0.95), 11), (2, pytest.approx(0.90), 21), (3, pytest.approx(0.90), 31)]
     assert group_by_product(scores[0], ids[0], image_to_product.get, k=2) == grouped[:2]
     assert group_by_product(scores, np.full_like(ids, -1), image_to_product, k=3) == []
+
+
+def test_group_by_product_can_score_a_product_by_its_best_few_images():
+    # given one lucky photo of product 1 and three close photos of product 2, not sorted
+    scores = np.array([0.80, 0.95, 0.88, 0.70, 0.90], np.float32)
+    ids = np.array([22, 11, 21, 12, 23])
+    image_to_product = {11: 1, 12: 1, 21: 2, 22: 2, 23: 2}
+    # when a product scores as the mean of its 2 best images
+    grouped = group_by_product(scores, ids, image_to_product, k=10, images_per_product=2)
+    # then product 2 (0.90, 0.88) ranks above product 1 (0.95, 0.70), each at its best image
+    assert grouped == [(2, pytest.approx(0.89), 23), (1, pytest.approx(0.825), 11)]
+    # a product with fewer hits than that scores as the mean of those it has
+    assert group_by_product(scores[:2], ids[:2], image_to_product, k=10, images_per_product=3) == [
+        (1, pytest.approx(0.95), 11),
+        (2, pytest.approx(0.80), 22),
+    ]
+    with pytest.raises(ValueError, match="images_per_product"):
+        group_by_product(scores, ids, image_to_product, k=10, images_per_product=0)

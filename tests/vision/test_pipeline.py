@@ -139,6 +139,13 @@ def test_hits_are_grouped_by_product_best_image_first():
     assert hits[0] == (PRODUCT + BLUE, pytest.approx(1.0), 10 * BLUE)
     # the blend image of the product before blue (green: 0.8 green + 0.6 blue) ranks second
     assert hits[1] == (PRODUCT + GREEN, pytest.approx(0.6), 10 * GREEN + 1)
+    # scored by their 2 best images, blue is the mean of 1.0 and its blend's 0.8, green of 0.6 and 0
+    pipe, _ = _pipeline(NoDetector(), SearchConfig(k=6, product_images=2))
+    hits = pipe.run(_upload()).hits
+    assert hits[:2] == [
+        (PRODUCT + BLUE, pytest.approx(0.9), 10 * BLUE),
+        (PRODUCT + GREEN, pytest.approx(0.3), 10 * GREEN + 1),
+    ]
 
 
 def test_caller_box_overrides_detection_and_is_scaled_to_the_working_image():
@@ -242,8 +249,9 @@ def test_whole_image_cannot_be_an_ignored_label():
 def test_config_round_trips_through_a_dict():
     cfg = SearchConfig(max_side=800, detector="none", box_choice=BoxChoice(w_center=0.1), ignore_labels=(), k=4)
     assert SearchConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError):
-        SearchConfig(k=0)
+    for bad in ({"k": 0}, {"product_images": 0}):
+        with pytest.raises(ValueError):
+            SearchConfig(**bad)
 
 
 def test_nanodet_size_reaches_nanodet_only():
