@@ -9,8 +9,8 @@ The blend (rank_score, what is logged in Impression.rank_score):
 
     rank_score = model logit + RANKER_VISUAL_WEIGHT * visual similarity + freshness boost
 
-and a near-exact visual match is never buried: candidates whose visual similarity is at
-least RANKER_EXACT_MATCH_SCORE come first, in visual order, whatever the model says
+and a near-exact visual match is never buried: candidates whose best image's similarity
+is at least RANKER_EXACT_MATCH_SCORE come first, in visual order, whatever the model says
 (a shopper who photographs the very product must see it first).
 
 Freshness boost, per category: RANKER_FRESHNESS_WEIGHT * 0.5 ** (age_days / half_life),
@@ -33,7 +33,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import median
 
 import numpy as np
@@ -158,14 +158,15 @@ def blend(
     visual_weight: float,
     exact_match: float,
 ) -> list[Ranked]:
-    """Order by the blended score, near-exact visual matches first (in visual order)."""
+    """Order by the blended score, near-exact visual matches first (in visual order): a
+    candidate whose best image scores at least ``exact_match``."""
     visual = np.array([c.score for c in candidates])
     final = logits + visual_weight * visual + boost
-    exact = visual >= exact_match
+    exact = np.array([c.score if c.best is None else c.best for c in candidates]) >= exact_match
     # exact matches first by visual score; the rest by the blended score; ties keep visual order
     key = np.where(exact, visual, final)
     order = sorted(range(len(candidates)), key=lambda i: (not exact[i], -key[i], i))
-    return [Ranked(candidates[i].product_id, candidates[i].score, float(final[i])) for i in order]
+    return [replace(candidates[i], rank_score=float(final[i])) for i in order]
 
 
 def ranker_rerank(candidates: list[Ranked], context: RerankContext) -> Reranking:

@@ -25,7 +25,10 @@ def search_config():
     from vision.pipeline import SearchConfig
 
     return SearchConfig(
-        detector=settings.SEARCH_DETECTOR, nanodet_size=settings.SEARCH_NANODET_SIZE, max_side=settings.SEARCH_MAX_SIDE
+        detector=settings.SEARCH_DETECTOR,
+        nanodet_size=settings.SEARCH_NANODET_SIZE,
+        max_side=settings.SEARCH_MAX_SIDE,
+        product_images=settings.SEARCH_PRODUCT_IMAGES,
     )
 
 

@@ -48,8 +48,9 @@ class SearchFilters:
 @dataclass(frozen=True)
 class Ranked:
     product_id: int
-    score: float  # visual similarity
+    score: float  # visual similarity (SearchConfig.product_images)
     rank_score: float | None = None
+    best: float | None = None  # the similarity of the product's best image; None: score
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,9 @@ def photo_search(
     allowed = set(
         filtered_products(product_ids=[h.product_id for h in result.hits], filters=filters).values_list("pk", flat=True)
     )
-    candidates = [Ranked(h.product_id, float(h.score)) for h in result.hits if h.product_id in allowed]
+    candidates = [
+        Ranked(h.product_id, float(h.score), best=float(h.best)) for h in result.hits if h.product_id in allowed
+    ]
     t1 = time.perf_counter()
     user_id = user.pk if user is not None and user.is_authenticated else None
     chosen = result.boxes[result.chosen]

@@ -437,14 +437,15 @@ def group_by_product(
     image_to_product: Mapping[int, int] | Callable[[int], int | None],
     k: int,
     images_per_product: int = 1,
-) -> list[tuple[int, float, int]]:
-    """One query's image hits -> top ``k`` products as (product_id, score, image_id).
+) -> list[tuple[int, float, int, float]]:
+    """One query's image hits -> top ``k`` products as (product_id, score, image_id, best).
 
     A product scores as the mean of its ``images_per_product`` best images among the hits
     (of those it has there, when fewer), 1 being its best image alone; several photos of
     one product must not push other products out of the top k. ``image_id`` is the
-    product's best image. Ordered by score, then product id for stable output. Ids of -1
-    and images the mapping does not know (deleted since the index was built) are skipped.
+    product's best image and ``best`` that image's score. Ordered by score, then product
+    id for stable output. Ids of -1 and images the mapping does not know (deleted since
+    the index was built) are skipped.
     """
     _check_k(k)
     if images_per_product < 1:
@@ -465,6 +466,6 @@ def group_by_product(
     grouped = []
     for product_id, product_hits in hits.items():
         best = sorted(product_hits)[:images_per_product]  # best score first, then lower image id
-        grouped.append((int(product_id), -sum(s for s, _ in best) / len(best), int(best[0][1])))
+        grouped.append((int(product_id), -sum(s for s, _ in best) / len(best), int(best[0][1]), -best[0][0]))
     grouped.sort(key=lambda hit: (-hit[1], hit[0]))
-    return [(p, float(s), i) for p, s, i in grouped[:k]]
+    return [(p, float(s), i, float(b)) for p, s, i, b in grouped[:k]]

@@ -229,6 +229,7 @@ SEARCH_PHOTO_RETENTION_DAYS = env.int("VISUALSHOP_SEARCH_PHOTO_RETENTION_DAYS", 
 SEARCH_DETECTOR = env.str("VISUALSHOP_SEARCH_DETECTOR", default="nanodet")
 SEARCH_MAX_SIDE = env.int("VISUALSHOP_SEARCH_MAX_SIDE", default=1024)
 SEARCH_NANODET_SIZE = env.int("VISUALSHOP_SEARCH_NANODET_SIZE", default=384)
+SEARCH_PRODUCT_IMAGES = env.int("VISUALSHOP_SEARCH_PRODUCT_IMAGES", default=5)
 # CTR reranking (ranking/live.py): how often a web process checks which ranker is live;
 # a visual similarity at or above EXACT_MATCH keeps its place at the top; the weight of
 # visual similarity added to the model's logit; the freshness boost (logit units) of a

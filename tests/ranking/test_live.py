@@ -29,6 +29,10 @@ def test_near_exact_visual_match_stays_first_whatever_the_model_says():
     ranked = blend(candidates=cands, logits=logits, boost=np.zeros(3), visual_weight=1.0, exact_match=0.98)
     assert [r.product_id for r in ranked] == [2, 3, 1]
     assert ranked[0].rank_score == pytest.approx(5.6) and ranked[0].score == 0.60
+    # a product scored by the mean of its best images counts as exact by its best image alone
+    cands = [Ranked(1, 0.80, best=0.97), Ranked(2, 0.85, best=0.90), Ranked(3, 0.55)]
+    ranked = blend(candidates=cands, logits=logits, boost=np.zeros(3), visual_weight=1.0, exact_match=0.92)
+    assert [r.product_id for r in ranked] == [1, 2, 3] and ranked[0].best == 0.97
 
 
 def test_freshness_boost_decays_with_age_relative_to_the_category():

@@ -111,7 +111,9 @@ def test_hits_name_products_and_gallery_files(folder):
     report = _evaluate(folder)
     q = next(q for q in report.queries if q.path.endswith("b-green/q2.png"))
     assert [h[0] for h in q.hits] == ["d-blue", "a-red", "b-green", "c-yellow"]
-    assert q.hits[0][1] == pytest.approx(1.0) and q.hits[0][2].endswith("catalog/d-blue/iconic.png")
+    # d-blue scores as the mean of its images (SearchConfig.product_images): the blue iconic
+    # image's 1.0 and the cyan review's 0; the file named is its best image
+    assert q.hits[0][1] == pytest.approx(0.5) and q.hits[0][2].endswith("catalog/d-blue/iconic.png")
     assert q.box[5] == "image" and q.box[:4] == pytest.approx((0, 0, 64, 48))
 
 

@@ -313,7 +313,11 @@ def test_group_by_product_keeps_each_products_best_image():
     # when grouped
     grouped = group_by_product(scores, ids, image_to_product, k=10)
     # then each product appears once, at its best image; ties go to the lower product id
-    assert grouped == [(1, pytest.approx(0.95), 11), (2, pytest.approx(0.90), 21), (3, pytest.approx(0.90), 31)]
+    assert grouped == [
+        (1, pytest.approx(0.95), 11, pytest.approx(0.95)),
+        (2, pytest.approx(0.90), 21, pytest.approx(0.90)),
+        (3, pytest.approx(0.90), 31, pytest.approx(0.90)),
+    ]
     assert group_by_product(scores[0], ids[0], image_to_product.get, k=2) == grouped[:2]
     assert group_by_product(scores, np.full_like(ids, -1), image_to_product, k=3) == []
 
@@ -326,11 +330,14 @@ def test_group_by_product_can_score_a_product_by_its_best_few_images():
     # when a product scores as the mean of its 2 best images
     grouped = group_by_product(scores, ids, image_to_product, k=10, images_per_product=2)
     # then product 2 (0.90, 0.88) ranks above product 1 (0.95, 0.70), each at its best image
-    assert grouped == [(2, pytest.approx(0.89), 23), (1, pytest.approx(0.825), 11)]
+    assert grouped == [
+        (2, pytest.approx(0.89), 23, pytest.approx(0.90)),
+        (1, pytest.approx(0.825), 11, pytest.approx(0.95)),
+    ]
     # a product with fewer hits than that scores as the mean of those it has
     assert group_by_product(scores[:2], ids[:2], image_to_product, k=10, images_per_product=3) == [
-        (1, pytest.approx(0.95), 11),
-        (2, pytest.approx(0.80), 22),
+        (1, pytest.approx(0.95), 11, pytest.approx(0.95)),
+        (2, pytest.approx(0.80), 22, pytest.approx(0.80)),
     ]
     with pytest.raises(ValueError, match="images_per_product"):
         group_by_product(scores, ids, image_to_product, k=10, images_per_product=0)

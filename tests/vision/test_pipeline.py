@@ -100,7 +100,7 @@ ALWAYS_CROP = BoxChoice(w_center=0.3, w_score=0.5, w_area=0.2, min_score=0.0, mi
 def _pipeline(detector=None, config=None, **kwargs) -> tuple[SearchPipeline, ColourEmbedder]:
     index, to_product = _index()
     embedder = ColourEmbedder()
-    config = config or SearchConfig(max_side=1024, crop_pad=0.0, box_choice=ALWAYS_CROP, k=3)
+    config = config or SearchConfig(max_side=1024, crop_pad=0.0, box_choice=ALWAYS_CROP, k=3, product_images=1)
     return SearchPipeline(detector, embedder, index, to_product, config, **kwargs), embedder
 
 
@@ -110,7 +110,7 @@ def _pipeline(detector=None, config=None, **kwargs) -> tuple[SearchPipeline, Col
 def test_whole_image_without_detector_finds_the_background_product():
     pipe, _ = _pipeline(NoDetector())
     result = pipe.run(_upload())
-    assert result.hits[0] == Hit(PRODUCT + BLUE, pytest.approx(1.0), 10 * BLUE)
+    assert result.hits[0] == Hit(PRODUCT + BLUE, pytest.approx(1.0), 10 * BLUE, pytest.approx(1.0))
     assert result.box.label == "image" and len(result.boxes) == 1
 
 
@@ -132,19 +132,19 @@ def test_detected_box_is_cropped_and_finds_the_object():
 
 
 def test_hits_are_grouped_by_product_best_image_first():
-    pipe, _ = _pipeline(NoDetector(), SearchConfig(k=6))
+    pipe, _ = _pipeline(NoDetector(), SearchConfig(k=6, product_images=1))
     hits = pipe.run(_upload()).hits
     products = [h.product_id for h in hits]
     assert len(products) == len(set(products)) == 6
-    assert hits[0] == (PRODUCT + BLUE, pytest.approx(1.0), 10 * BLUE)
+    assert hits[0] == (PRODUCT + BLUE, pytest.approx(1.0), 10 * BLUE, pytest.approx(1.0))
     # the blend image of the product before blue (green: 0.8 green + 0.6 blue) ranks second
-    assert hits[1] == (PRODUCT + GREEN, pytest.approx(0.6), 10 * GREEN + 1)
+    assert hits[1] == (PRODUCT + GREEN, pytest.approx(0.6), 10 * GREEN + 1, pytest.approx(0.6))
     # scored by their 2 best images, blue is the mean of 1.0 and its blend's 0.8, green of 0.6 and 0
     pipe, _ = _pipeline(NoDetector(), SearchConfig(k=6, product_images=2))
     hits = pipe.run(_upload()).hits
     assert hits[:2] == [
-        (PRODUCT + BLUE, pytest.approx(0.9), 10 * BLUE),
-        (PRODUCT + GREEN, pytest.approx(0.3), 10 * GREEN + 1),
+        (PRODUCT + BLUE, pytest.approx(0.9), 10 * BLUE, pytest.approx(1.0)),
+        (PRODUCT + GREEN, pytest.approx(0.3), 10 * GREEN + 1, pytest.approx(0.6)),
     ]
 
 
