@@ -75,7 +75,7 @@ class SearchResultSerializer(serializers.Serializer):
     merchant = serializers.CharField()
     url = serializers.URLField()
     image_url = serializers.URLField(allow_null=True)
-    score = serializers.FloatField(help_text="visual similarity, cosine")
+    score = serializers.FloatField(help_text="visual similarity, cosine: the mean of the product's best few images")
 
 
 class ImageSizeSerializer(serializers.Serializer):
