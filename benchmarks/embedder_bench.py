@@ -143,26 +143,19 @@ def main() -> None:
         "queries": {},
     }
     lines = ["| embedder | gallery | R@1 | R@5 | R@10 |", "|---|---|---|---|---|"]
-    for label, row in (("pretrained", pretrained), ("fine-tuned (active)", active)):
-        for catalog_only in (False, True):
-            r = evaluate_folder(
-                args.folder, embedder=row.name, detector=search.detector, catalog_only=catalog_only, config=search
-            )
-            gallery = "catalog only" if catalog_only else "catalog + reviews"
-            report["queries"][f"{label} / {gallery}"] = {"recall": r.recall, "mrr": r.mrr, "queries": r.n_queries}
-            lines.append(f"| {label} | {gallery} | {r.recall[1]:.3f} | {r.recall[5]:.3f} | {r.recall[10]:.3f} |")
-            print(lines[-1], flush=True)
-    for images in args.product_images:
+    embedders = (("pretrained", pretrained), ("fine-tuned (active)", active))
+    runs = [(label, row, catalog_only, search) for label, row in embedders for catalog_only in (False, True)]
+    runs += [
+        (f"fine-tuned (active), a product's best {n}", active, False, replace(search, product_images=n))
+        for n in args.product_images
+    ]
+    for label, row, catalog_only, run_config in runs:
         r = evaluate_folder(
-            args.folder,
-            embedder=active.name,
-            detector=search.detector,
-            catalog_only=False,
-            config=replace(search, product_images=images),
+            args.folder, embedder=row.name, detector=search.detector, catalog_only=catalog_only, config=run_config
         )
-        label = f"fine-tuned (active), a product's {images} best images"
-        report["queries"][f"{label} / catalog + reviews"] = {"recall": r.recall, "mrr": r.mrr, "queries": r.n_queries}
-        lines.append(f"| {label} | catalog + reviews | {r.recall[1]:.3f} | {r.recall[5]:.3f} | {r.recall[10]:.3f} |")
+        gallery = "catalog only" if catalog_only else "catalog + reviews"
+        report["queries"][f"{label} / {gallery}"] = {"recall": r.recall, "mrr": r.mrr, "queries": r.n_queries}
+        lines.append(f"| {label} | {gallery} | {r.recall[1]:.3f} | {r.recall[5]:.3f} | {r.recall[10]:.3f} |")
         print(lines[-1], flush=True)
     print(f"\ndetector {search.detector}; {args.threads} torch thread(s); learning loop {learn_seconds:.0f} s")
     print("\n".join(lines))
