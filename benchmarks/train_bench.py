@@ -99,10 +99,14 @@ def main() -> None:
 
     import torch
 
+    from benchmarks.inference_variants import product_recall
     from vision.embed import make_embedder
     from vision.evaluate import scan_folder
+    from vision.pipeline import SearchConfig
     from vision.train import TrainConfig, parse_overrides, train
     from vision.train_data import Photo, embed_photos, is_held_out, recall_at
+
+    best = SearchConfig().product_images  # a product scores as the mean of its best few images
 
     try:
         overrides = parse_overrides(args.set)
@@ -149,6 +153,8 @@ def main() -> None:
         return {
             "with_reviews": recall_at(q, ql, vecs[:n_gal], [p.label for p in rows[:n_gal]]),
             "catalog_only": recall_at(q, ql, vecs[:n_cat], [p.label for p in rows[:n_cat]]),
+            # R@1 / R@5 as search ranks products (SearchConfig.product_images)
+            f"with_reviews_best_{best}": product_recall(q, ql, vecs[:n_gal], [p.label for p in rows[:n_gal]], best),
         }
 
     report: dict = {"threads": args.threads}

@@ -72,6 +72,10 @@ class TrainConfig:
     # scored 0.846 / 0.808, at ~2.6x the time per step (README).
     train_from: int = 0
     head_dim: int = 256
+    # Side of the square the network sees, in training and in the embedder it produces
+    # (search and ingestion use the checkpoint's own preprocessing). Evaluation crops it
+    # from a short side 8/7 as long, as torchvision's 224-of-256 recipe does.
+    image_size: int = 224
     # First the head alone, on pooled features of the frozen network ("linear probing"),
     # then the blocks with that head (MODELS.md's recipe): a random head's first gradients
     # would pull the pretrained blocks towards an arbitrary projection.
@@ -108,6 +112,10 @@ class TrainConfig:
     # points higher catalog-only on the distinct split, lower on the query photos (README).
     neighbour_share: float = 0.0
     neighbours: int = 3
+    # "bf16": the fine-tuning steps run under bfloat16 autocast (weights and loss stay
+    # float32). About twice as fast on CPUs with AVX512-BF16 or AMX; emulated, and slower,
+    # elsewhere.
+    precision: str = "fp32"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -115,8 +123,12 @@ class TrainConfig:
             raise ValueError("mining must be batch_hard or semi_hard")
         if self.batchnorm not in ("frozen", "train"):
             raise ValueError("batchnorm must be frozen or train")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError("precision must be fp32 or bf16")
         if self.classes_per_batch < 2 or self.per_class < 2:
             raise ValueError("a batch needs at least 2 classes of at least 2 photos")
+        if self.image_size < 32:
+            raise ValueError("image_size must be at least 32")
         if self.steps < 0 or self.views < 0 or self.head_dim < 1 or self.head_warmup_steps < 0:
             raise ValueError("head_dim must be positive; steps, views and head_warmup_steps not negative")
         if self.steps + self.head_warmup_steps == 0:
@@ -330,7 +342,7 @@ def train(
     cfg = config or TrainConfig()
     torch.manual_seed(cfg.seed)
     backbone, weights_name = build_backbone(cfg.arch, weights=pretrained_weights, seed=cfg.seed)
-    preprocess = Preprocess()
+    preprocess = Preprocess(size=cfg.image_size, resize=round(cfg.image_size * 8 / 7))
     frozen, trained = split_backbone(backbone, cfg.train_from)
     with torch.no_grad():
         dim = trained(frozen(torch.zeros(1, 3, preprocess.size, preprocess.size))).shape[1]
@@ -353,6 +365,15 @@ def train(
                 return run_frozen(torch.stack([to_tensor(augment(images[r])) for r in rows]))
 
     t_cache = time.perf_counter() - t0
+    # Channels-last activations and weights: oneDNN's preferred layout for convolutions,
+    # ~1.4x faster per training step on a CPU than the default layout, the same arithmetic.
+    trained.to(memory_format=torch.channels_last)
+    batch_inputs = inputs
+
+    def inputs(rows: list[int]) -> torch.Tensor:
+        x = batch_inputs(rows)
+        return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
     kept_photos = [photos[i] for i in kept]
     sampler_labels, sampler_kinds = [p.label for p in kept_photos], [p.kind for p in kept_photos]
     sampler = BatchSampler(sampler_labels, sampler_kinds, hard_negatives, cfg)
@@ -389,6 +410,11 @@ def train(
         neighbours = neighbour_classes(vectors.numpy(), sampler_labels, cfg.neighbours)
         sampler.neighbours = neighbours
 
+    def fine_tuned(rows: list[int]) -> torch.Tensor:
+        x = inputs(rows)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            return head(trained(x)).float()
+
     history: list[tuple[int, float]] = []
     members: list[State] = []
     t2 = time.perf_counter()
@@ -414,9 +440,7 @@ def train(
             ]
             opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
             stage = "train" if cfg.soup == 1 else f"train {k + 1}/{cfg.soup}"
-            history = _optimise(
-                lambda rows: head(trained(inputs(rows))), opt, cfg.steps, sampler, loss_fn, miner, stage, progress
-            )
+            history = _optimise(fine_tuned, opt, cfg.steps, sampler, loss_fn, miner, stage, progress)
             if warmed:
                 members.append(_snapshot(backbone, head))
         if members:

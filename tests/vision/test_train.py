@@ -22,6 +22,10 @@ def test_config_refuses_nonsense():
         TrainConfig(batchnorm="sometimes")
     with pytest.raises(ValueError):
         TrainConfig(crop_scale=0)
+    with pytest.raises(ValueError):
+        TrainConfig(precision="fp16")
+    with pytest.raises(ValueError):
+        TrainConfig(image_size=16)
 
 
 def test_split_backbone_keeps_the_full_network():
@@ -102,6 +106,36 @@ def test_fresh_crops_at_every_step_train_without_a_cache():
         TrainConfig(views=-1)
     with pytest.raises(ValueError):
         TrainConfig(steps=0, head_warmup_steps=0)
+
+
+def test_bfloat16_steps_at_another_image_size_train_and_the_embedder_keeps_that_size(tmp_path):
+    torch.set_num_threads(1)
+    photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(3) for j in range(3)]
+    cfg = TrainConfig(
+        steps=4,
+        head_warmup_steps=0,
+        classes_per_batch=3,
+        per_class=2,
+        views=0,
+        head_dim=8,
+        image_size=64,
+        precision="bf16",
+        lr=1e-2,
+        backbone_lr=1e-2,
+    )
+    result = train(photos, config=cfg, pretrained_weights=None)
+    assert [step for step, _ in result.loss_history] == [1, 2, 3, 4]
+    # the weights moved and stayed float32; the embedder sees what training saw, 64 of 73
+    untouched = make_embedder("mobilenet_v2", weights=None, seed=cfg.seed).net.backbone.state_dict()
+    trained = result.embedder.net.backbone.state_dict()
+    assert trained["features.0.0.weight"].dtype == torch.float32
+    assert not torch.equal(untouched["features.0.0.weight"], trained["features.0.0.weight"])
+    pre = result.embedder.preprocess
+    assert (pre.size, pre.resize) == (64, 73)
+    loaded = make_embedder(str(result.save(tmp_path / "bf16.pt")))
+    assert loaded.preprocess == pre
+    vecs, kept = embed_photos(loaded, photos)
+    assert kept == list(range(9)) and np.allclose(vecs, embed_photos(result.embedder, photos)[0], atol=1e-5)
 
 
 def test_head_warm_up_alone_trains_the_head_and_leaves_the_backbone():
