@@ -160,6 +160,9 @@ def test_a_damaged_index_is_rebuilt_by_the_worker(workers, redis_url, settings, 
     broker(embed_images_task, "product", list(ProductImage.objects.values_list("pk", flat=True)))
     active = wait_for(lambda: EmbedderVersion.objects.filter(is_active=True, index_count=3).first(), timeout=60)
     path = index_path(embedder=active)
+    # Read before the damage: a sync still queued from the imports may be the one that
+    # notices it, before the one sent below.
+    generation = EmbedderVersion.objects.get(pk=active.pk).index_generation
     # when the file is damaged
     if damage == "delete":
         path.unlink()
@@ -167,7 +170,6 @@ def test_a_damaged_index_is_rebuilt_by_the_worker(workers, redis_url, settings, 
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
-    generation = EmbedderVersion.objects.get(pk=active.pk).index_generation
     broker(index_sync_task)
     # then the worker notices at load and rebuilds it from the database
     wait_for(lambda: EmbedderVersion.objects.get(pk=active.pk).index_generation > generation, timeout=60)
