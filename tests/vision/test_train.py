@@ -109,6 +109,8 @@ def test_fresh_crops_at_every_step_train_without_a_cache():
 
 
 def test_bfloat16_steps_at_another_image_size_train_and_the_embedder_keeps_that_size(tmp_path):
+    from vision.embed import build_backbone
+
     torch.set_num_threads(1)
     photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(3) for j in range(3)]
     cfg = TrainConfig(
@@ -126,7 +128,7 @@ def test_bfloat16_steps_at_another_image_size_train_and_the_embedder_keeps_that_
     result = train(photos, config=cfg, pretrained_weights=None)
     assert [step for step, _ in result.loss_history] == [1, 2, 3, 4]
     # the weights moved and stayed float32; the embedder sees what training saw, 64 of 73
-    untouched = make_embedder("mobilenet_v2", weights=None, seed=cfg.seed).net.backbone.state_dict()
+    untouched = build_backbone("mobilenet_v2", weights=None, seed=cfg.seed)[0].state_dict()
     trained = result.embedder.net.backbone.state_dict()
     assert trained["features.0.0.weight"].dtype == torch.float32
     assert not torch.equal(untouched["features.0.0.weight"], trained["features.0.0.weight"])
