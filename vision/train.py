@@ -95,6 +95,11 @@ class TrainConfig:
     margin: float = 0.2
     crop_scale: float = 0.35  # the smallest share of a photo that a training crop covers
     mining: str = "batch_hard"  # or "semi_hard"
+    # Cross-batch memory (XBM, Wang et al., 2020): while the blocks train, each batch's
+    # anchors are also mined against the last ``memory`` embeddings (detached), so a batch
+    # of 64 meets negatives from ~memory photos, as a large GPU batch would; the loss is
+    # the in-batch loss plus that one. 0: off. Not used while the head warms up alone.
+    memory: int = 0
     # "frozen": the pretrained statistics; "train": batch statistics while training, running
     # averages updated for inference. "train" scored 2-3 points higher catalog-only on each
     # product's least typical review photos (benchmarks/train_bench.py --split distinct) but
@@ -140,6 +145,8 @@ class TrainConfig:
             raise ValueError("crop_scale must be in (0, 1]")
         if self.soup < 1:
             raise ValueError("soup must be at least 1")
+        if self.memory and self.memory < self.batch_size:
+            raise ValueError(f"memory must be 0 or at least a batch ({self.batch_size})")
         if not 0 <= self.neighbour_share <= 1 or self.neighbours < 1:
             raise ValueError("neighbour_share must be in [0, 1] and neighbours at least 1")
 
@@ -268,6 +275,19 @@ def _loss_and_miner(cfg: TrainConfig):
     else:
         miner = miners.TripletMarginMiner(margin=cfg.margin, type_of_triplets="semihard")
     return loss, miner
+
+
+def _with_memory(loss_fn: Callable, miner: Callable, cfg: TrainConfig) -> Callable:
+    """``loss_fn`` plus the same loss with each anchor mined against a fresh cross-batch memory."""
+    from pytorch_metric_learning import losses
+
+    memory_loss, memory_miner = _loss_and_miner(cfg)
+    memory = losses.CrossBatchMemory(memory_loss, cfg.head_dim, memory_size=cfg.memory, miner=memory_miner)
+
+    def loss(emb: torch.Tensor, y: torch.Tensor, indices: Any) -> torch.Tensor:
+        return loss_fn(emb, y, indices) + memory(emb, y)
+
+    return loss
 
 
 def _pooled_views(
@@ -436,7 +456,8 @@ def train(
             ]
             opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
             stage = "train" if cfg.soup == 1 else f"train {k + 1}/{cfg.soup}"
-            history = _optimise(fine_tuned, opt, cfg.steps, sampler, loss_fn, miner, stage, progress)
+            step_loss = _with_memory(loss_fn, miner, cfg) if cfg.memory else loss_fn
+            history = _optimise(fine_tuned, opt, cfg.steps, sampler, step_loss, miner, stage, progress)
             if warmed:
                 members.append(_snapshot(backbone, head))
         if members:

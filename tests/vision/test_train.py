@@ -203,6 +203,33 @@ def test_a_soup_averages_fine_tuning_runs_that_start_from_one_warmed_up_head():
         TrainConfig(soup=0)
 
 
+def test_cross_batch_memory_mines_anchors_against_earlier_batches():
+    from vision.train import _loss_and_miner, _with_memory
+
+    cfg = TrainConfig(classes_per_batch=2, per_class=2, head_dim=2, memory=8)
+    loss_fn, miner = _loss_and_miner(cfg)
+    step_loss = _with_memory(loss_fn, miner, cfg)
+    y = torch.tensor([0, 0, 1, 1])
+    # an earlier batch: product 1's photos sat close to where product 0's are now
+    first = torch.nn.functional.normalize(torch.tensor([[0.0, 1.0], [0.1, 1.0], [1.0, 0.1], [1.0, 0.2]]), dim=1)
+    step_loss(first, y, miner(first, y))
+    # this batch alone is well separated: the in-batch loss is 0, the memory's is not
+    second = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.05], [0.0, 1.0], [0.05, 1.0]]), dim=1)
+    second.requires_grad_(True)
+    assert float(loss_fn(second, y, miner(second, y))) == 0
+    total = step_loss(second, y, miner(second, y))
+    assert float(total) > 0.1
+    total.backward()
+    assert second.grad.abs().sum() > 0  # the anchors of this batch get the gradient
+
+    photos = [Photo(_pattern(c, 10 * c + j), c) for c in range(3) for j in range(3)]
+    small = replace(cfg, steps=3, head_warmup_steps=0, views=1, head_dim=8)
+    result = train(photos, config=small, pretrained_weights=None)
+    assert [step for step, _ in result.loss_history] == [1, 2, 3]
+    with pytest.raises(ValueError):
+        TrainConfig(memory=10)  # smaller than a batch of 64
+
+
 def test_overrides_parse_as_their_fields_types():
     from vision.train import parse_overrides
 
