@@ -93,6 +93,10 @@ class TrainConfig:
     backbone_lr: float = 1e-4  # the trained backbone blocks
     weight_decay: float = 1e-4
     margin: float = 0.2
+    # "hinge": max(0, d(a,p) - d(a,n) + margin); "softplus": log(1 + exp(...)), the soft
+    # margin of Hermans et al. (2017, with margin 0) for batch-hard mining: anchors already
+    # past the margin still pull, a little.
+    margin_loss: str = "hinge"
     crop_scale: float = 0.35  # the smallest share of a photo that a training crop covers
     mining: str = "batch_hard"  # or "semi_hard"
     # Cross-batch memory (XBM, Wang et al., 2020): while the blocks train, each batch's
@@ -127,6 +131,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mining not in ("batch_hard", "semi_hard"):
             raise ValueError("mining must be batch_hard or semi_hard")
+        if self.margin_loss not in ("hinge", "softplus"):
+            raise ValueError("margin_loss must be hinge or softplus")
         if self.batchnorm not in ("frozen", "train"):
             raise ValueError("batchnorm must be frozen or train")
         if self.precision not in ("fp32", "bf16"):
@@ -269,7 +275,7 @@ def _frozen_runner(frozen: nn.Module, preprocess: Preprocess) -> Callable[[torch
 def _loss_and_miner(cfg: TrainConfig):
     from pytorch_metric_learning import losses, miners
 
-    loss = losses.TripletMarginLoss(margin=cfg.margin)
+    loss = losses.TripletMarginLoss(margin=cfg.margin, smooth_loss=cfg.margin_loss == "softplus")
     if cfg.mining == "batch_hard":
         miner = miners.BatchHardMiner()
     else:

@@ -1,6 +1,7 @@
 """Metric-learning fine-tuning (vision.train): configuration, training, checkpoints, soups."""
 
 import io
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -26,6 +27,8 @@ def test_config_refuses_nonsense():
         TrainConfig(precision="fp16")
     with pytest.raises(ValueError):
         TrainConfig(image_size=16)
+    with pytest.raises(ValueError):
+        TrainConfig(margin_loss="square")
 
 
 def test_split_backbone_keeps_the_full_network():
@@ -228,6 +231,23 @@ def test_cross_batch_memory_mines_anchors_against_earlier_batches():
     assert [step for step, _ in result.loss_history] == [1, 2, 3]
     with pytest.raises(ValueError):
         TrainConfig(memory=10)  # smaller than a batch of 64
+
+
+def test_a_softplus_margin_still_pulls_on_triplets_past_the_margin():
+    from vision.train import _loss_and_miner
+
+    y = torch.tensor([0, 0, 1, 1])
+    # every anchor's positive is much closer than its negative: no hinge violation
+    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]]), dim=1)
+    emb.requires_grad_(True)
+    losses = {}
+    for form in ("hinge", "softplus"):
+        loss_fn, miner = _loss_and_miner(TrainConfig(margin=0.0, margin_loss=form))
+        losses[form] = loss_fn(emb, y, miner(emb, y))
+    assert float(losses["hinge"]) == 0
+    assert 0 < float(losses["softplus"]) < math.log(2)  # below softplus(0): the triplets are satisfied
+    (grad,) = torch.autograd.grad(losses["softplus"], emb)
+    assert grad.abs().sum() > 0
 
 
 def test_overrides_parse_as_their_fields_types():
