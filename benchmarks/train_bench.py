@@ -161,19 +161,13 @@ def main() -> None:
     if not (args.no_eval or args.no_pretrained):
         report["pretrained"] = measure(make_embedder("mobilenet_v2"))
         print("pretrained", json.dumps(report["pretrained"]), flush=True)
-    cfg = TrainConfig(
-        steps=args.steps,
-        mining=args.mining,
-        margin=args.margin,
-        backbone_lr=args.backbone_lr,
-        lr=args.lr,
-        **{
-            k: getattr(args, k)
-            for k in ("head_warmup_steps", "head_warmup_lr", "batchnorm", "train_from", "views")
-            if getattr(args, k) is not None
-        },
-        **overrides,
-    )
+    flags = {k: getattr(args, k) for k in ("steps", "mining", "margin", "backbone_lr", "lr")}
+    flags |= {
+        k: getattr(args, k)
+        for k in ("head_warmup_steps", "head_warmup_lr", "batchnorm", "train_from", "views")
+        if getattr(args, k) is not None
+    }
+    cfg = TrainConfig(**flags | overrides)  # --set wins over the named flags
     last = [0.0]
 
     def progress(stage: str, done: int, total: int) -> None:
