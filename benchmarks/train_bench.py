@@ -161,12 +161,9 @@ def main() -> None:
     if not (args.no_eval or args.no_pretrained):
         report["pretrained"] = measure(make_embedder("mobilenet_v2"))
         print("pretrained", json.dumps(report["pretrained"]), flush=True)
-    flags = {k: getattr(args, k) for k in ("steps", "mining", "margin", "backbone_lr", "lr")}
-    flags |= {
-        k: getattr(args, k)
-        for k in ("head_warmup_steps", "head_warmup_lr", "batchnorm", "train_from", "views")
-        if getattr(args, k) is not None
-    }
+    named = ("steps", "mining", "margin", "backbone_lr", "lr", "head_warmup_steps", "head_warmup_lr")
+    named += ("batchnorm", "train_from", "views")
+    flags = {k: getattr(args, k) for k in named if getattr(args, k) is not None}  # None: TrainConfig's
     cfg = TrainConfig(**flags | overrides)  # --set wins over the named flags
     last = [0.0]
 

@@ -211,7 +211,7 @@ def test_cross_batch_memory_mines_anchors_against_earlier_batches():
 
     cfg = TrainConfig(classes_per_batch=2, per_class=2, head_dim=2, memory=8)
     loss_fn, miner = _loss_and_miner(cfg)
-    step_loss = _with_memory(loss_fn, miner, cfg)
+    step_loss = _with_memory(loss_fn, cfg)
     y = torch.tensor([0, 0, 1, 1])
     # an earlier batch: product 1's photos sat close to where product 0's are now
     first = torch.nn.functional.normalize(torch.tensor([[0.0, 1.0], [0.1, 1.0], [1.0, 0.1], [1.0, 0.2]]), dim=1)
