@@ -59,6 +59,7 @@ from vision.train_data import (
     Progress,
     augmentation,
     cache_views,
+    class_centroids,
     decode_all,
     neighbour_classes,
 )
@@ -99,6 +100,9 @@ class TrainConfig:
     # distinct split than the hinge (README).
     margin_loss: str = "hinge"
     crop_scale: float = 0.35  # the smallest share of a photo that a training crop covers
+    # "light" or "strong" (adds perspective, stronger light changes and blur: see
+    # train_data.augmentation).
+    augment: str = "light"
     mining: str = "batch_hard"  # or "semi_hard"
     # Cross-batch memory (XBM, Wang et al., 2020): while the blocks train, each batch's
     # anchors are also mined against the last ``memory`` embeddings (detached), so a batch
@@ -106,6 +110,13 @@ class TrainConfig:
     # the in-batch loss plus that one. 0: off. Not used while the head warms up alone.
     # 1,024 scored lower on the distinct split than no memory (README).
     memory: int = 0
+    # Proxy-Anchor (Kim et al., 2020): while the blocks train, the step's loss also holds
+    # ``proxy_weight`` x a loss that pulls each photo towards its product's proxy and away
+    # from every other product's, so each step meets all products, not only the batch's 16.
+    # The proxies start at the products' mean embeddings under the warmed-up head (random
+    # without a warm-up) and learn at ``proxy_lr``. 0: off.
+    proxy_weight: float = 0.0
+    proxy_lr: float = 1e-2
     # "frozen": the pretrained statistics; "train": batch statistics while training, running
     # averages updated for inference. "train" scored 2-3 points higher catalog-only on each
     # product's least typical review photos (benchmarks/train_bench.py --split distinct) but
@@ -133,6 +144,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mining not in ("batch_hard", "semi_hard"):
             raise ValueError("mining must be batch_hard or semi_hard")
+        if self.augment not in ("light", "strong"):
+            raise ValueError("augment must be light or strong")
         if self.margin_loss not in ("hinge", "softplus"):
             raise ValueError("margin_loss must be hinge or softplus")
         if self.batchnorm not in ("frozen", "train"):
@@ -155,6 +168,8 @@ class TrainConfig:
             raise ValueError("soup must be at least 1")
         if self.memory and self.memory < self.batch_size:
             raise ValueError(f"memory must be 0 or at least a batch ({self.batch_size})")
+        if self.proxy_weight < 0:
+            raise ValueError("proxy_weight must not be negative")
         if not 0 <= self.neighbour_share <= 1 or self.neighbours < 1:
             raise ValueError("neighbour_share must be in [0, 1] and neighbours at least 1")
 
@@ -298,6 +313,26 @@ def _with_memory(loss_fn: Callable, cfg: TrainConfig) -> Callable:
     return loss
 
 
+def _with_proxies(
+    loss_fn: Callable, cfg: TrainConfig, classes: np.ndarray, centroids: np.ndarray | None
+) -> tuple[Callable, list[nn.Parameter]]:
+    """``loss_fn`` plus ``proxy_weight`` x a Proxy-Anchor loss over ``classes`` (their
+    proxies start at ``centroids``); returns the loss and the proxies to optimise."""
+    from pytorch_metric_learning import losses
+
+    proxy = losses.ProxyAnchorLoss(len(classes), cfg.head_dim)
+    if centroids is not None:
+        with torch.no_grad():
+            proxy.proxies.copy_(torch.from_numpy(centroids))
+    index = {int(c): i for i, c in enumerate(classes)}
+
+    def loss(emb: torch.Tensor, y: torch.Tensor, indices: Any) -> torch.Tensor:
+        proxy_y = torch.tensor([index[int(label)] for label in y])
+        return loss_fn(emb, y, indices) + cfg.proxy_weight * proxy(emb, proxy_y)
+
+    return loss, list(proxy.parameters())
+
+
 def _pooled_views(
     inputs: Callable[[list[int]], torch.Tensor],
     trained: nn.Module,
@@ -387,7 +422,7 @@ def train(
     else:
         images, kept, skipped = decode_all(photos, preprocess, progress)
         run_frozen = _frozen_runner(frozen, preprocess)
-        augment, to_tensor = augmentation(preprocess, cfg.crop_scale), preprocess.tensor_transform()
+        augment, to_tensor = augmentation(preprocess, cfg.crop_scale, cfg.augment), preprocess.tensor_transform()
 
         def inputs(rows: list[int]) -> torch.Tensor:
             with torch.no_grad():
@@ -428,11 +463,16 @@ def train(
     t_warmup = time.perf_counter() - t1
 
     neighbours: dict[int, list[int]] = {}
-    if seek_neighbours:
+    vectors = None  # each photo's mean embedding over its crops, under the warmed-up head
+    if pooled is not None and (seek_neighbours or cfg.proxy_weight):
         with torch.no_grad():
-            vectors = nn.functional.normalize(head(pooled), dim=-1).mean(0)
-        neighbours = neighbour_classes(vectors.numpy(), sampler_labels, cfg.neighbours)
+            vectors = nn.functional.normalize(head(pooled), dim=-1).mean(0).numpy()
+    if seek_neighbours:
+        neighbours = neighbour_classes(vectors, sampler_labels, cfg.neighbours)
         sampler.neighbours = neighbours
+    if cfg.proxy_weight:
+        classes = np.unique(sampler_labels)
+        centroids = class_centroids(vectors, sampler_labels)[1] if cfg.head_warmup_steps else None
 
     def fine_tuned(rows: list[int]) -> torch.Tensor:
         x = inputs(rows)
@@ -462,9 +502,12 @@ def train(
                 {"params": list(trained.parameters()), "lr": cfg.backbone_lr},
                 {"params": list(head.parameters()), "lr": cfg.lr},
             ]
+            step_loss = _with_memory(loss_fn, cfg) if cfg.memory else loss_fn
+            if cfg.proxy_weight:
+                step_loss, proxies = _with_proxies(step_loss, cfg, classes, centroids)
+                params.append({"params": proxies, "lr": cfg.proxy_lr, "weight_decay": 0.0})
             opt = torch.optim.AdamW(params, weight_decay=cfg.weight_decay)
             stage = "train" if cfg.soup == 1 else f"train {k + 1}/{cfg.soup}"
-            step_loss = _with_memory(loss_fn, cfg) if cfg.memory else loss_fn
             history = _optimise(fine_tuned, opt, cfg.steps, sampler, step_loss, miner, stage, progress)
             if warmed:
                 members.append(_snapshot(backbone, head))

@@ -56,15 +56,25 @@ class HardNegatives:
     negatives: tuple[int, ...]  # shown above it, not clicked
 
 
-def augmentation(preprocess: Preprocess, crop_scale: float = 0.35) -> T.Compose:
-    """Light augmentation for shoppers' photos: a random part of the product (at least
-    ``crop_scale`` of the photo), a little light and colour change. No flips: packaging
-    text is never mirrored in a photo."""
+def augmentation(preprocess: Preprocess, crop_scale: float = 0.35, strength: str = "light") -> T.Compose:
+    """Augmentation for shoppers' photos. "light": a random part of the product (at least
+    ``crop_scale`` of the photo), a little light and colour change. "strong" adds what a
+    phone photo taken on another visit brings: a tilted view (perspective), stronger light
+    and white-balance changes, and focus or motion blur. Hue moves little in both: colour
+    is what tells some products apart (apple varieties, juice flavours). No flips:
+    packaging text is never mirrored in a photo."""
+    crop = T.RandomResizedCrop(preprocess.size, scale=(crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)
+    if strength == "light":
+        return T.Compose(
+            [T.Resize(preprocess.resize, antialias=True), crop, T.ColorJitter(0.25, 0.25, 0.2, 0.02)]
+        )
     return T.Compose(
         [
             T.Resize(preprocess.resize, antialias=True),
-            T.RandomResizedCrop(preprocess.size, scale=(crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-            T.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.02),
+            T.RandomPerspective(distortion_scale=0.25, p=0.5),
+            crop,
+            T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.3, hue=0.03),
+            T.RandomApply([T.GaussianBlur(9, sigma=(0.1, 2.0))], p=0.3),
         ]
     )
 
@@ -108,7 +118,7 @@ def cache_views(
     torch.manual_seed(cfg.seed)
     plain, augment, to_tensor = (
         preprocess.geometry_transform(),
-        augmentation(preprocess, cfg.crop_scale),
+        augmentation(preprocess, cfg.crop_scale, cfg.augment),
         preprocess.tensor_transform(),
     )
     chunks: list[torch.Tensor] = []
@@ -202,13 +212,18 @@ class BatchSampler:
         return rows, labels
 
 
-def neighbour_classes(vectors: np.ndarray, labels: Sequence[int], k: int) -> dict[int, list[int]]:
-    """Each label's ``k`` nearest other labels, by the cosine of their mean vectors."""
+def class_centroids(vectors: np.ndarray, labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(the labels in ascending order, their mean L2-normalised vectors, L2-normalised)."""
     labels = np.asarray(labels)
     classes = np.unique(labels)
     rows = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     centroids = np.stack([rows[labels == c].mean(0) for c in classes])
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    return classes, centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+
+
+def neighbour_classes(vectors: np.ndarray, labels: Sequence[int], k: int) -> dict[int, list[int]]:
+    """Each label's ``k`` nearest other labels, by the cosine of their mean vectors."""
+    classes, centroids = class_centroids(vectors, labels)
     sims = centroids @ centroids.T
     np.fill_diagonal(sims, -np.inf)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]

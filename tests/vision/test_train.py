@@ -29,6 +29,10 @@ def test_config_refuses_nonsense():
         TrainConfig(image_size=16)
     with pytest.raises(ValueError):
         TrainConfig(margin_loss="square")
+    with pytest.raises(ValueError):
+        TrainConfig(augment="heavy")
+    with pytest.raises(ValueError):
+        TrainConfig(proxy_weight=-1)
 
 
 def test_split_backbone_keeps_the_full_network():
@@ -248,6 +252,50 @@ def test_a_softplus_margin_still_pulls_on_triplets_past_the_margin():
     assert 0 < float(losses["softplus"]) < math.log(2)  # below softplus(0): the triplets are satisfied
     (grad,) = torch.autograd.grad(losses["softplus"], emb)
     assert grad.abs().sum() > 0
+
+
+def test_proxies_pull_towards_every_product_not_only_those_in_the_batch():
+    from vision.train import _loss_and_miner, _with_proxies
+
+    cfg = TrainConfig(classes_per_batch=2, per_class=2, head_dim=2, proxy_weight=1.0)
+    loss_fn, miner = _loss_and_miner(cfg)
+    # products 3, 7 and 9; the batch holds 3 and 7, and sits on product 9's proxy
+    classes = np.array([3, 7, 9])
+    centroids = np.array([[0.0, 1.0], [-1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+    step_loss, proxies = _with_proxies(loss_fn, cfg, classes, centroids)
+    assert torch.equal(proxies[0].detach(), torch.from_numpy(centroids))  # started at the centroids
+    y = torch.tensor([3, 3, 7, 7])
+    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [1.0, 0.0], [1.0, -0.05], [1.0, -0.1]]), dim=1)
+    emb.requires_grad_(True)
+    total = step_loss(emb, y, miner(emb, y))
+    assert float(total.detach()) > float(loss_fn(emb, y, miner(emb, y)))
+    total.backward()
+    assert proxies[0].grad[2].abs().sum() > 0  # product 9's proxy is pushed, though 9 is not in the batch
+    # a step moves the photos away from product 9's proxy
+    with torch.no_grad():
+        moved = torch.nn.functional.normalize(emb - 0.1 * emb.grad, dim=1)
+    before, after = (emb.detach() @ proxies[0][2].detach()).mean(), (moved @ proxies[0][2].detach()).mean()
+    assert after < before
+
+    photos = [Photo(_pattern(c, 10 * c + j), c) for c in (2, 5, 8) for j in range(3)]
+    small = replace(cfg, steps=3, head_warmup_steps=5, views=1, head_dim=8, augment="strong")
+    result = train(photos, config=small, pretrained_weights=None)
+    assert [step for step, _ in result.loss_history] == [1, 2, 3]
+
+
+def test_strong_augmentation_varies_light_and_shape_more_than_light():
+    from vision.embed import Preprocess
+    from vision.train_data import augmentation
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8))
+    spread = {}
+    for strength in ("light", "strong"):
+        torch.manual_seed(0)
+        augment = augmentation(Preprocess(size=64, resize=73), crop_scale=1.0, strength=strength)
+        means = [np.asarray(augment(photo), dtype=np.float32).mean() for _ in range(40)]
+        spread[strength] = np.std(means)
+        assert augment(photo).size == (64, 64)
+    assert spread["strong"] > 1.2 * spread["light"]
 
 
 def test_overrides_parse_as_their_fields_types():
