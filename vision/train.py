@@ -114,8 +114,9 @@ class TrainConfig:
     # ``proxy_weight`` x a loss that pulls each photo towards its product's proxy and away
     # from every other product's, so each step meets all products, not only the batch's 16.
     # The proxies start at the products' mean embeddings under the warmed-up head (random
-    # without a warm-up) and learn at ``proxy_lr``. 0: off.
-    proxy_weight: float = 0.0
+    # without a warm-up) and learn at ``proxy_lr``. 0: off. 1 scored 0.884 / 0.826 on the
+    # distinct split against the triplet loss alone's 0.860 / 0.820 (seed 0; README).
+    proxy_weight: float = 1.0
     proxy_lr: float = 1e-2
     # "frozen": the pretrained statistics; "train": batch statistics while training, running
     # averages updated for inference. "train" scored 2-3 points higher catalog-only on each
