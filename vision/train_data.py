@@ -65,9 +65,7 @@ def augmentation(preprocess: Preprocess, crop_scale: float = 0.35, strength: str
     packaging text is never mirrored in a photo."""
     crop = T.RandomResizedCrop(preprocess.size, scale=(crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)
     if strength == "light":
-        return T.Compose(
-            [T.Resize(preprocess.resize, antialias=True), crop, T.ColorJitter(0.25, 0.25, 0.2, 0.02)]
-        )
+        return T.Compose([T.Resize(preprocess.resize, antialias=True), crop, T.ColorJitter(0.25, 0.25, 0.2, 0.02)])
     return T.Compose(
         [
             T.Resize(preprocess.resize, antialias=True),
