@@ -60,7 +60,7 @@ def augmentation(preprocess: Preprocess, crop_scale: float = 0.35, strength: str
     """Augmentation for shoppers' photos. "light": a random part of the product (at least
     ``crop_scale`` of the photo), a little light and colour change. "strong" adds what a
     phone photo taken on another visit brings: a tilted view (perspective), stronger light
-    and white-balance changes, and focus or motion blur. Hue moves little in both: colour
+    and white-balance changes, and out-of-focus blur. Hue moves little in both: colour
     is what tells some products apart (apple varieties, juice flavours). No flips:
     packaging text is never mirrored in a photo."""
     crop = T.RandomResizedCrop(preprocess.size, scale=(crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)
