@@ -268,7 +268,7 @@ def test_proxies_pull_towards_every_product_not_only_those_in_the_batch():
     emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [1.0, 0.0], [1.0, -0.05], [1.0, -0.1]]), dim=1)
     emb.requires_grad_(True)
     total = step_loss(emb, y, miner(emb, y))
-    assert float(total.detach()) > float(loss_fn(emb, y, miner(emb, y)))
+    assert float(total.detach()) > float(loss_fn(emb, y, miner(emb, y)).detach())
     total.backward()
     assert proxies[0].grad[2].abs().sum() > 0  # product 9's proxy is pushed, though 9 is not in the batch
     # a step moves the photos away from product 9's proxy
