@@ -1,5 +1,6 @@
 """Metric-learning fine-tuning of an embedder: triplet loss with batch-hard (or semi-hard)
-mining, from pytorch-metric-learning.
+mining, plus (by default, while the blocks train) a Proxy-Anchor loss with one proxy per
+product, from pytorch-metric-learning.
 
 What it learns from (vision.train_data; the caller, search/training.py, turns the database
 into these lists):
@@ -365,7 +366,7 @@ def _optimise(
     stage: str,
     progress: Progress | None,
 ) -> list[tuple[int, float]]:
-    """``steps`` triplet-loss steps on the sampler's batches, the learning rate warmed up
+    """``steps`` steps of ``loss_fn`` on the sampler's batches, the learning rate warmed up
     over the first 5% and then cosine-annealed; returns (step, mean loss) every ~1/30."""
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -472,9 +473,10 @@ def train(
     if seek_neighbours:
         neighbours = neighbour_classes(vectors, sampler_labels, cfg.neighbours)
         sampler.neighbours = neighbours
-    if cfg.proxy_weight:
-        classes = np.unique(sampler_labels)
-        centroids = class_centroids(vectors, sampler_labels)[1] if cfg.head_warmup_steps else None
+    if cfg.proxy_weight:  # proxies start at the products' centroids; random without a warm-up
+        classes, centroids = np.unique(sampler_labels), None
+        if cfg.head_warmup_steps:
+            classes, centroids = class_centroids(vectors, sampler_labels)
 
     def fine_tuned(rows: list[int]) -> torch.Tensor:
         x = inputs(rows)

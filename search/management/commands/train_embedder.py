@@ -7,7 +7,7 @@ from vision.train import TrainConfig, config_field_types
 
 class Command(BaseCommand):
     help = (
-        "Fine-tune the embedder (triplet loss) on product images, accepted review photos and logged "
+        "Fine-tune the embedder (triplet and Proxy-Anchor losses) on product images, accepted review photos and logged "
         "query/click triplets; embed every image into the new version; evaluate it against the active one on "
         "held-out review photos; with --activate, switch to it when it is at least as good."
     )
