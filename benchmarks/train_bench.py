@@ -1,6 +1,6 @@
 """Fine-tune the embedder on a catalog folder and measure it on held-out review photos.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py [--steps 600] [--threads 1]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py [--steps N] [--threads 1]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/train_bench.py --split distinct --views 0 [--set FIELD=VALUE ...]
 
 Trains on catalog/ plus the review photos outside a held-out split, then reports recall
@@ -64,14 +64,14 @@ def distinct_split(vectors: np.ndarray, labels: Sequence[int], share: float = 0.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", type=Path, default=SHARED)
-    ap.add_argument("--steps", type=int, default=600, help="0: the warmed-up head alone")
+    ap.add_argument("--steps", type=int, help="default: TrainConfig's (0: the warmed-up head alone)")
     ap.add_argument("--head-warmup-steps", type=int, help="default: TrainConfig's")
     ap.add_argument("--head-warmup-lr", type=float, help="default: TrainConfig's")
     ap.add_argument("--views", type=int, help="default: TrainConfig's (0: a fresh crop at every step)")
     ap.add_argument("--train-from", type=int, help="default: TrainConfig's")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--mining", default="batch_hard")
-    ap.add_argument("--margin", type=float, default=0.2)
+    ap.add_argument("--mining", help="batch_hard or semi_hard; default: TrainConfig's")
+    ap.add_argument("--margin", type=float, help="default: TrainConfig's")
     ap.add_argument("--batchnorm", help="frozen or train; default: TrainConfig's")
     ap.add_argument(
         "--split",
@@ -88,8 +88,8 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="any other TrainConfig field (repeatable), e.g. --set crop_scale=0.2",
     )
-    ap.add_argument("--backbone-lr", type=float, default=1e-4)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--backbone-lr", type=float, help="default: TrainConfig's")
+    ap.add_argument("--lr", type=float, help="the head's; default: TrainConfig's")
     ap.add_argument("--no-eval", action="store_true", help="training speed only: skip the recall measurements")
     ap.add_argument("--no-pretrained", action="store_true", help="skip measuring the pretrained embedder")
     ap.add_argument("--limit", type=int, help="train on this many review photos (evenly spread): speed runs")
